@@ -1,0 +1,1 @@
+"""Alert rules, dedup state and delivery channels (log, Slack, email)."""

@@ -1,0 +1,102 @@
+{#- One row per expected player and date: the dispatch state and why. -#}
+with
+
+slate as (
+
+    select * from {{ ref('int_slate_players') }}
+
+),
+
+features as (
+
+    select * from {{ ref('int_player_features') }}
+
+),
+
+predictions as (
+
+    select * from {{ ref('int_player_predictions') }}
+
+),
+
+requests as (
+
+    select * from {{ ref('int_player_requests') }}
+
+),
+
+joined as (
+
+    select
+        slate.game_date,
+        slate.player_lookup,
+        slate.game_id,
+        slate.team_abbr,
+        slate.opponent_team_abbr,
+        slate.is_home,
+        slate.current_points_line,
+
+        features.player_lookup is not null as has_features,
+        coalesce(features.is_production_ready, false) as is_ready,
+        features.feature_quality_score,
+        features.features_updated_at,
+
+        coalesce(predictions.systems_predicted, 0) as systems_predicted,
+        coalesce(predictions.is_predicted, false) as is_predicted,
+        predictions.last_predicted_at,
+
+        coalesce(requests.request_attempts, 0) as request_attempts,
+        requests.first_published_at,
+        requests.last_requested_at,
+        requests.lease_expires_at,
+        coalesce(requests.is_leased, false) as is_leased
+
+    from slate
+    left join features
+        on
+            slate.game_date = features.game_date
+            and slate.player_lookup = features.player_lookup
+    left join predictions
+        on
+            slate.game_date = predictions.game_date
+            and slate.player_lookup = predictions.player_lookup
+    left join requests
+        on
+            slate.game_date = requests.game_date
+            and slate.player_lookup = requests.player_lookup
+    where slate.is_expected
+
+),
+
+final as (
+
+    select
+        *,
+        case
+            when is_predicted then 'predicted'
+            when not is_ready then 'not_ready'
+            when is_leased then 'in_flight'
+            else 'pending'
+        end as state,
+        case
+            when is_predicted
+                then 'all {{ var("required_systems") | length }} systems predicted'
+            when not has_features
+                then 'no row in ml_feature_store_v2'
+            when not is_ready
+                then 'features not production ready'
+            when is_leased
+                then 'requested, waiting for predictions inside the lease'
+            when request_attempts > 0
+                then 'lease expired, '
+                || cast(systems_predicted as {{ dbt.type_string() }})
+                || ' of {{ var("required_systems") | length }} systems predicted'
+            else 'ready, '
+                || cast(systems_predicted as {{ dbt.type_string() }})
+                || ' of {{ var("required_systems") | length }} systems predicted'
+        end as reason
+    from joined
+
+)
+
+select * from final

@@ -1,0 +1,120 @@
+with
+
+readiness as (
+
+    select * from {{ ref('fct_phase4_readiness') }}
+
+),
+
+coverage as (
+
+    select * from {{ ref('fct_prediction_coverage') }}
+
+),
+
+dispatch_state as (
+
+    select * from {{ ref('int_player_dispatch_state') }}
+
+),
+
+ledger as (
+
+    select * from {{ ref('request_ledger') }}
+
+),
+
+first_request as (
+
+    select
+        game_date,
+        published_at as first_requested_at,
+        trigger_source as first_trigger_source,
+        row_number() over (
+            partition by game_date
+            order by published_at, request_id
+        ) as row_num
+    from ledger
+    where published_at is not null
+
+),
+
+last_prediction as (
+
+    select
+        game_date,
+        max(last_predicted_at) as last_predicted_at
+    from dispatch_state
+    where is_predicted
+    group by game_date
+
+),
+
+joined as (
+
+    select
+        readiness.game_date,
+        readiness.phase4_completed_at,
+        first_request.first_requested_at,
+        first_request.first_trigger_source,
+        last_prediction.last_predicted_at,
+        coverage.players_expected,
+        coverage.players_predicted,
+        coverage.players_expected > 0
+        and coverage.players_predicted = coverage.players_expected as is_complete,
+        {{ local_time_to_utc('readiness.game_date', var('sla_local_time'), var('sla_timezone')) }}
+            as sla_deadline_at,
+        {{ dbt.datediff('readiness.phase4_completed_at',
+                        'coalesce(first_request.first_requested_at, ' ~ as_of_timestamp() ~ ')',
+                        'second') }} / 60.0 as minutes_waited
+    from readiness
+    inner join coverage on readiness.game_date = coverage.game_date
+    left join first_request
+        on
+            readiness.game_date = first_request.game_date
+            and first_request.row_num = 1
+    left join last_prediction on readiness.game_date = last_prediction.game_date
+
+),
+
+final as (
+
+    select
+        -- key
+        game_date,
+
+        -- milestones (UTC)
+        phase4_completed_at,
+        first_requested_at,
+        last_predicted_at,
+        sla_deadline_at,
+
+        -- who dispatched first
+        first_trigger_source,
+
+        -- durations in minutes
+        cast(round(
+            {{ dbt.datediff('phase4_completed_at', 'first_requested_at', 'second') }} / 60.0,
+            1
+        ) as numeric) as minutes_to_first_request,
+        cast(round(
+            {{ dbt.datediff('phase4_completed_at', 'last_predicted_at', 'second') }} / 60.0,
+            1
+        ) as numeric) as minutes_to_last_prediction,
+
+        -- SLA and latency alert
+        players_expected,
+        players_predicted,
+        is_complete and last_predicted_at <= sla_deadline_at as is_sla_met,
+        case
+            when phase4_completed_at is null then 'ok'
+            when minutes_waited > {{ var('latency_critical_minutes') }} then 'critical'
+            when minutes_waited > {{ var('latency_warning_minutes') }} then 'warning'
+            else 'ok'
+        end as latency_alert_level
+
+    from joined
+
+)
+
+select * from final

@@ -1,0 +1,86 @@
+with
+
+dispatch_state as (
+
+    select * from {{ ref('int_player_dispatch_state') }}
+
+),
+
+readiness as (
+
+    select * from {{ ref('fct_phase4_readiness') }}
+
+),
+
+counted as (
+
+    select
+        game_date,
+        count(*) as players_expected,
+        count(case when is_ready then 1 end) as players_ready,
+        count(case when state = 'predicted' then 1 end) as players_predicted,
+        count(case when state = 'in_flight' then 1 end) as players_in_flight,
+        count(case when state = 'pending' then 1 end) as players_pending,
+        count(case when state = 'not_ready' then 1 end) as players_not_ready
+    from dispatch_state
+    group by game_date
+
+),
+
+joined as (
+
+    select
+        readiness.game_date,
+        coalesce(counted.players_expected, 0) as players_expected,
+        coalesce(counted.players_ready, 0) as players_ready,
+        coalesce(counted.players_predicted, 0) as players_predicted,
+        coalesce(counted.players_in_flight, 0) as players_in_flight,
+        coalesce(counted.players_pending, 0) as players_pending,
+        coalesce(counted.players_not_ready, 0) as players_not_ready
+    from readiness
+    left join counted on readiness.game_date = counted.game_date
+
+),
+
+final as (
+
+    select
+        -- key
+        game_date,
+
+        -- counts
+        players_expected,
+        players_ready,
+        players_predicted,
+        players_in_flight,
+        players_pending,
+        players_not_ready,
+        players_expected - players_predicted - players_in_flight as players_missing,
+
+        -- coverage
+        cast({{ percent('players_predicted', 'players_expected') }} as numeric)
+            as coverage_pct,
+        (
+            (players_expected - players_predicted - players_in_flight) * 100
+            > {{ var('missing_warning_pct') }} * players_expected
+        )
+        or players_expected - players_predicted - players_in_flight
+        > {{ var('missing_warning_count') }} as is_missing_warning,
+        case
+            when players_predicted = 0 then 'critical'
+            when
+                players_predicted * 100
+                < {{ var('coverage_critical_pct') }} * players_expected
+                then 'critical'
+            when
+                players_predicted * 100
+                < {{ var('coverage_warning_pct') }} * players_expected
+                then 'warning'
+            else 'ok'
+        end as alert_level
+
+    from joined
+
+)
+
+select * from final

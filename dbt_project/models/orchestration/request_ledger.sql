@@ -1,0 +1,22 @@
+{{ config(partition_by=partition_by_game_date()) }}
+
+{#- One row per claimed prediction request. The dispatcher inserts claims and
+    confirms them once the publish is acknowledged; dbt only creates the table. -#}
+select
+    -- keys
+    cast(null as {{ dbt.type_string() }}) as request_id,
+    cast(null as date) as game_date,
+    cast(null as {{ dbt.type_string() }}) as player_lookup,
+    cast(null as {{ dbt.type_string() }}) as game_id,
+    cast(null as {{ dbt.type_bigint() }}) as attempt,
+
+    -- who asked
+    cast(null as {{ dbt.type_string() }}) as batch_id,
+    cast(null as {{ dbt.type_string() }}) as trigger_source,
+
+    -- claim -> publish
+    cast(null as {{ dbt.type_timestamp() }}) as claimed_at,
+    cast(null as {{ dbt.type_timestamp() }}) as published_at,
+    cast(null as {{ dbt.type_string() }}) as message_id
+
+limit 0

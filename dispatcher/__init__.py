@@ -1,0 +1,3 @@
+"""Phase 4 -> Phase 5 prediction dispatcher."""
+
+__version__ = "0.1.0"
