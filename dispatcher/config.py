@@ -1,0 +1,88 @@
+"""Settings for one dispatcher process, read from DISPATCHER_* environment variables."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+WAREHOUSES = ("duckdb", "bigquery")
+TRANSPORTS = ("local", "pubsub")
+
+#: The repository root holds dbt_project.yml and profiles.yml.
+DEFAULT_DBT_PROJECT_DIR = Path(__file__).resolve().parent.parent
+
+
+class ConfigError(ValueError):
+    """A setting has a value the dispatcher cannot use."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    warehouse: str = "duckdb"
+    duckdb_path: Path = Path("warehouse.duckdb")
+    gcp_project: str | None = None
+    bigquery_api_endpoint: str | None = None
+    bigquery_location: str = "US"
+    transport: str = "local"
+    dbt_project_dir: Path = DEFAULT_DBT_PROJECT_DIR
+    dbt_target_path: Path | None = None
+    query_timeout_seconds: float = 60.0
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("duckdb_path", "dbt_project_dir", "dbt_target_path"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, Path):
+                object.__setattr__(self, name, Path(value))
+        if self.warehouse not in WAREHOUSES:
+            raise ConfigError(
+                f"warehouse must be one of {', '.join(WAREHOUSES)}, got {self.warehouse!r}"
+            )
+        if self.transport not in TRANSPORTS:
+            raise ConfigError(
+                f"transport must be one of {', '.join(TRANSPORTS)}, got {self.transport!r}"
+            )
+        if self.warehouse == "bigquery" and not self.gcp_project:
+            raise ConfigError("DISPATCHER_GCP_PROJECT is required with the bigquery warehouse")
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides) -> Settings:
+        env = os.environ if environ is None else environ
+        values = {
+            "warehouse": env.get("DISPATCHER_WAREHOUSE", "duckdb"),
+            "duckdb_path": Path(env.get("DISPATCHER_DUCKDB_PATH", "warehouse.duckdb")),
+            "gcp_project": env.get("DISPATCHER_GCP_PROJECT") or None,
+            "bigquery_api_endpoint": env.get("DISPATCHER_BIGQUERY_API_ENDPOINT") or None,
+            "bigquery_location": env.get("DISPATCHER_BIGQUERY_LOCATION", "US"),
+            "transport": env.get("DISPATCHER_TRANSPORT", "local"),
+            "dbt_project_dir": Path(
+                env.get("DISPATCHER_DBT_PROJECT_DIR", str(DEFAULT_DBT_PROJECT_DIR))
+            ),
+        }
+        if env.get("DISPATCHER_DBT_TARGET_PATH"):
+            values["dbt_target_path"] = Path(env["DISPATCHER_DBT_TARGET_PATH"])
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def with_(self, **changes) -> Settings:
+        return replace(self, **changes)
+
+    @property
+    def dbt_target(self) -> str:
+        """The profiles.yml output this warehouse runs on."""
+        if self.warehouse == "duckdb":
+            return "local"
+        return "bq_emulator" if self.bigquery_api_endpoint else "bigquery"
+
+    def dbt_env(self) -> dict[str, str]:
+        """The variables profiles.yml reads for this target."""
+        env = {
+            "DISPATCHER_DUCKDB_PATH": str(self.duckdb_path),
+            "DISPATCHER_BIGQUERY_LOCATION": self.bigquery_location,
+        }
+        if self.gcp_project:
+            env["DISPATCHER_GCP_PROJECT"] = self.gcp_project
+        if self.bigquery_api_endpoint:
+            env["DISPATCHER_BIGQUERY_API_ENDPOINT"] = self.bigquery_api_endpoint
+        return env

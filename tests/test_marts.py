@@ -1,0 +1,104 @@
+"""The marts on both warehouses report exactly what the slate knobs predict, and agree."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+import scenarios
+from marts_expectations import expected_coverage, expected_readiness, expected_states
+
+from dispatcher import marts
+from dispatcher.warehouse import connect
+
+WAREHOUSES = ["duckdb_scenarios", "bigquery_scenarios"]
+
+
+@pytest.fixture(params=WAREHOUSES)
+def warehouse(request):
+    settings = request.getfixturevalue(request.param)
+    wh = connect(settings)
+    yield wh
+    wh.close()
+
+
+def _subset(row: dict, keys) -> dict:
+    return {key: row[key] for key in keys}
+
+
+@pytest.mark.parametrize("spec", scenarios.ALL, ids=lambda s: str(s.game_date))
+def test_readiness_matches_the_knobs(warehouse, spec):
+    want = expected_readiness(spec)
+    row = marts.readiness(warehouse, spec.game_date)
+    assert row is not None
+    assert _subset(row, want) == want
+    assert row["ready_pct"] == pytest.approx(
+        round(100 * want["players_ready"] / want["players_expected"], 2)
+    )
+
+
+@pytest.mark.parametrize("spec", scenarios.ALL, ids=lambda s: str(s.game_date))
+def test_coverage_and_pending_match_the_knobs(warehouse, spec):
+    want = expected_coverage(spec)
+    row = marts.coverage(warehouse, spec.game_date)
+    assert _subset(row, want) == want
+    states = Counter(p["state"] for p in marts.players(warehouse, spec.game_date))
+    assert {state: states.get(state, 0) for state in expected_states(spec)} == (
+        expected_states(spec)
+    )
+
+
+def test_scenarios_cover_every_readiness_outcome():
+    outcomes = {
+        (expected_readiness(s)["is_ready"], expected_readiness(s)["is_critical"])
+        for s in scenarios.ALL
+    }
+    assert outcomes == {(True, False), (False, False), (False, True)}
+
+
+def test_pending_filter_returns_only_those_states(warehouse):
+    spec = scenarios.READY
+    rows = marts.players(warehouse, spec.game_date, states=["pending"])
+    assert len(rows) == spec.counts().pending
+    assert {row["state"] for row in rows} == {"pending"}
+    assert all(row["game_date"] == spec.game_date for row in rows)
+
+
+def test_a_date_without_slate_has_no_rows(warehouse):
+    assert marts.readiness(warehouse, scenarios.NO_SLATE_DATE) is None
+    assert marts.players(warehouse, scenarios.NO_SLATE_DATE) == []
+
+
+def test_latency_for_a_complete_date(warehouse):
+    spec = scenarios.COMPLETE
+    row = marts.latency(warehouse, spec.game_date)
+    assert row["players_predicted"] == row["players_expected"] == spec.counts().expected
+    # 07:00 PT on 2026-11-24 (PST, UTC-8) is 15:00 UTC.
+    assert row["sla_deadline_at"].isoformat() == "2026-11-24T15:00:00"
+    assert row["is_sla_met"] is True
+    assert row["first_requested_at"] is None
+    assert row["latency_alert_level"] == "critical"  # Phase 4 done hours before "now", no request
+
+
+def _all_rows(settings, spec):
+    wh = connect(settings)
+    try:
+        return {
+            "readiness": marts.readiness(wh, spec.game_date),
+            "coverage": marts.coverage(wh, spec.game_date),
+            "latency": marts.latency(wh, spec.game_date),
+            "players": marts.players(wh, spec.game_date),
+        }
+    finally:
+        wh.close()
+
+
+@pytest.mark.parametrize("spec", scenarios.ALL, ids=lambda s: str(s.game_date))
+def test_duckdb_and_bigquery_agree_row_for_row(duckdb_scenarios, bigquery_scenarios, spec):
+    local = _all_rows(duckdb_scenarios, spec)
+    remote = _all_rows(bigquery_scenarios, spec)
+    for mart in ("readiness", "coverage", "latency"):
+        assert local[mart] == remote[mart], mart
+    assert len(local["players"]) == spec.counts().expected
+    for mine, theirs in zip(local["players"], remote["players"], strict=True):
+        assert mine == theirs
