@@ -73,7 +73,11 @@ def run_dbt(
         args += ["--quiet"]
     # dbt keeps global state: one invocation at a time per process.
     with _lock, _environment(settings.dbt_env()):
-        outcome = dbtRunner().invoke(args)
+        try:
+            outcome = dbtRunner().invoke(args)
+        finally:
+            if settings.warehouse == "duckdb":
+                _release_duckdb_file()
     statuses = []
     for node in outcome.result or [] if _iterable(outcome.result) else []:
         unique_id = getattr(getattr(node, "node", None), "unique_id", "?")
@@ -83,6 +87,17 @@ def run_dbt(
         detail = ", ".join(result.failures()) or str(outcome.exception or "see dbt log")
         raise DbtError(f"dbt {' '.join(command)} failed: {detail}")
     return result
+
+
+def _release_duckdb_file() -> None:
+    """dbt-duckdb keeps its connection open for the life of the process; close it so
+    that other processes (a second dispatcher, a worker) can open the file."""
+    from dbt.adapters.duckdb.connections import DuckDBConnectionManager
+
+    environment = DuckDBConnectionManager._ENV
+    if environment is not None:
+        environment.close()
+    DuckDBConnectionManager.close_all_connections()
 
 
 def _iterable(value: object) -> bool:

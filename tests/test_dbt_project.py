@@ -1,0 +1,118 @@
+"""The dbt project as people run it: the readiness gate, rebuilds, parsing without credentials."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import scenarios
+
+from dispatcher import dbt
+from dispatcher.warehouse import connect
+
+ROOT = Path(__file__).resolve().parent.parent
+DBT = str(Path(sys.executable).with_name("dbt"))
+
+
+@pytest.mark.parametrize(
+    ("spec", "passes"),
+    [
+        (scenarios.READY, True),
+        (scenarios.READY_BY_COUNT, True),
+        (scenarios.COMPLETE, True),
+        (scenarios.NOT_READY, False),
+        (scenarios.CRITICAL, False),
+    ],
+    ids=lambda value: str(getattr(value, "game_date", value)),
+)
+def test_readiness_gate_on_duckdb(duckdb_scenarios, spec, passes):
+    result = dbt.readiness_gate(duckdb_scenarios, spec.game_date.isoformat())
+    assert result.success is passes
+    assert len(result.statuses) == 1  # the gate and nothing else
+
+
+def test_readiness_gate_fails_for_a_date_without_slate(duckdb_scenarios):
+    result = dbt.readiness_gate(duckdb_scenarios, scenarios.NO_SLATE_DATE.isoformat())
+    assert result.success is False
+
+
+@pytest.mark.parametrize("bad", ["2026-13-01", "yesterday", "2026-11-28'; drop table x; --"])
+def test_readiness_gate_refuses_a_malformed_date(duckdb_scenarios, bad):
+    result = dbt.readiness_gate(duckdb_scenarios, bad)
+    assert result.success is False
+    assert result.statuses == []  # refused at compile time, nothing ran
+
+
+@pytest.mark.parametrize(
+    ("spec", "passes"), [(scenarios.READY, True), (scenarios.NOT_READY, False)]
+)
+def test_readiness_gate_on_bigquery(bigquery_scenarios, spec, passes):
+    result = dbt.readiness_gate(bigquery_scenarios, spec.game_date.isoformat())
+    assert result.success is passes
+
+
+def test_the_gate_command_line_as_documented(duckdb_scenarios):
+    """The exact command of the README, as a subprocess, exit codes included."""
+    env = {**os.environ, "DISPATCHER_DUCKDB_PATH": str(duckdb_scenarios.duckdb_path)}
+    base = [
+        DBT, "test", "--select", "tag:readiness_gate",
+        "--project-dir", str(ROOT), "--profiles-dir", str(ROOT),
+        "--target-path", str(duckdb_scenarios.dbt_target_path),
+        "--log-path", str(duckdb_scenarios.dbt_target_path / "logs"),
+    ]  # fmt: skip
+    ready = subprocess.run(
+        [*base, "--vars", f"{{game_date: {scenarios.READY.game_date}}}"],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert ready.returncode == 0, ready.stdout
+    not_ready = subprocess.run(
+        [*base, "--vars", f"{{game_date: {scenarios.NOT_READY.game_date}}}"],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert not_ready.returncode == 1
+    assert "assert_phase4_ready" in not_ready.stdout
+
+
+def test_rebuild_keeps_what_the_dispatcher_wrote(tmp_path):
+    """The orchestration tables are incremental and never fully refreshed."""
+    from dispatcher.config import Settings
+    from dispatcher.slate import generate_slate, write_duckdb
+
+    settings = Settings(duckdb_path=tmp_path / "w.duckdb", dbt_target_path=tmp_path / "target")
+    slate = generate_slate(scenarios.READY)
+    write_duckdb(settings.duckdb_path, slate)
+    dbt.build(settings, vars={"as_of": scenarios.AS_OF})
+    write_duckdb(settings.duckdb_path, slate, include_ledger=True)
+    dbt.run_dbt(settings, ["build", "--full-refresh"], vars={"as_of": scenarios.AS_OF})
+    wh = connect(settings)
+    try:
+        rows = wh.query(
+            "select count(*) as n from nba_orchestration.request_ledger"
+            " where game_date = @game_date",
+            {"game_date": scenarios.READY.game_date},
+        )
+    finally:
+        wh.close()
+    assert rows[0]["n"] == len(slate.ledger) > 0
+
+
+def test_parse_for_bigquery_needs_no_credentials(tmp_path):
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("GOOGLE_", "CLOUDSDK_", "DISPATCHER_"))
+    }
+    env["HOME"] = str(tmp_path)  # no gcloud ADC file either
+    result = subprocess.run(
+        [
+            DBT, "parse", "--target", "bigquery",
+            "--project-dir", str(ROOT), "--profiles-dir", str(ROOT),
+            "--target-path", str(tmp_path / "target"), "--log-path", str(tmp_path / "logs"),
+        ],
+        env=env, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (tmp_path / "target" / "manifest.json").exists()
