@@ -76,3 +76,147 @@ def demo(game_date: dt.date | None, as_json: bool) -> None:
                 default=str,
             )
         )
+
+
+# -- dispatch commands -----------------------------------------------------------------
+
+
+def _game_date_option(func):
+    return click.option(
+        "--game-date",
+        type=GameDate(),
+        default=None,
+        help="Game date YYYY-MM-DD (default: today in America/Los_Angeles).",
+    )(func)
+
+
+def _json_option(func):
+    return click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")(func)
+
+
+def _checked_date(game_date: dt.date | None) -> dt.date:
+    from .events import InvalidInput, parse_game_date
+
+    today = today_pacific()
+    try:
+        return parse_game_date(game_date or today, today=today)
+    except InvalidInput as exc:
+        raise click.BadParameter(str(exc), param_hint="'--game-date'") from exc
+
+
+def _dispatcher():
+    from .dispatch import Dispatcher
+
+    return Dispatcher(_settings())
+
+
+def _finish(result, as_json: bool) -> None:
+    """Print the result (JSON or a summary) and exit with its code."""
+    if as_json:
+        click.echo(json.dumps(result.as_json(), default=str))
+    else:
+        click.echo(_summary(result))
+    if result.exit_code:
+        raise SystemExit(result.exit_code)
+
+
+def _summary(result) -> str:
+    lines = [
+        f"{result.command} {result.game_date}: {result.outcome}"
+        f" ({result.duration_ms} ms, trigger {result.trigger_source})",
+        f"  expected {result.players_expected}, ready {result.players_ready},"
+        f" predicted {result.players_predicted}, in flight {result.players_in_flight}",
+    ]
+    if result.batch_id:
+        lines.append(f"  published {result.requests_published} in batch {result.batch_id}")
+    if result.requests_failed:
+        lines.append(f"  FAILED to publish {result.requests_failed} (claims released)")
+    if result.error:
+        lines.append(f"  error: {result.error}")
+    for alert in result.alerts:
+        lines.append(f"  alert {alert['level']}: {alert['message']} [{alert['status']}]")
+    if result.plan is not None:
+        from .display import table
+
+        publish = [item for item in result.plan if item["action"] == "publish"]
+        skip = [item for item in result.plan if item["action"] == "skip"]
+        lines.append(
+            f"  would publish {len(publish)}; skip {len(skip)};"
+            f" {result.players_filtered} Phase 3 players filtered (not expected)"
+        )
+        if result.plan:
+            lines.append(table(result.plan, ["player_lookup", "state", "action", "reason"]))
+    return "\n".join(lines)
+
+
+@cli.command()
+@click.option("--event", "event_json", default=None, metavar="JSON",
+              help="The Phase 4 completion event as JSON.")  # fmt: skip
+@click.option("--event-file", type=click.File("rb"), default=None,
+              help="Read the completion event from a file ('-' for stdin).")  # fmt: skip
+@_game_date_option
+@_json_option
+def trigger(event_json, event_file, game_date, as_json) -> None:
+    """Primary path: validate the Phase 4 event and dispatch what is pending now."""
+    from .events import MAX_EVENT_BYTES, InvalidInput, parse_phase4_event
+
+    if event_json is not None and event_file is not None:
+        raise click.UsageError("give --event or --event-file, not both")
+    raw = event_json if event_json is not None else (
+        event_file.read(MAX_EVENT_BYTES + 1) if event_file is not None else None
+    )  # fmt: skip
+    if raw is not None:
+        try:
+            event = parse_phase4_event(raw, today=today_pacific())
+        except InvalidInput as exc:
+            raise click.BadParameter(str(exc), param_hint="'--event'") from exc
+        if game_date is not None and game_date != event.game_date:
+            raise click.BadParameter(
+                f"--game-date {game_date} disagrees with the event's {event.game_date}",
+                param_hint="'--game-date'",
+            )
+        game_date = event.game_date
+    _finish(_dispatcher().trigger(_checked_date(game_date)), as_json)
+
+
+@cli.command()
+@_game_date_option
+@click.option("--wait-minutes", type=click.FloatRange(0, 180), default=30, show_default=True,
+              help="How long to wait for Phase 4 readiness.")  # fmt: skip
+@click.option("--poll-seconds", type=click.FloatRange(0.01, 3600), default=60,
+              show_default=True, help="Readiness poll interval.")  # fmt: skip
+@click.option("--force", is_flag=True,
+              help="Do not wait; dispatch now and re-request predicted players.")  # fmt: skip
+@_json_option
+def start(game_date, wait_minutes, poll_seconds, force, as_json) -> None:
+    """Scheduler backup: wait for Phase 4, then dispatch (partially if >= 50 ready)."""
+    result = _dispatcher().start(
+        _checked_date(game_date), wait_minutes=wait_minutes,
+        poll_seconds=poll_seconds, force=force,
+    )  # fmt: skip
+    _finish(result, as_json)
+
+
+@cli.command()
+@_game_date_option
+@_json_option
+def retry(game_date, as_json) -> None:
+    """Publish only what is pending now."""
+    _finish(_dispatcher().retry(_checked_date(game_date)), as_json)
+
+
+@cli.command()
+@_game_date_option
+@_json_option
+def status(game_date, as_json) -> None:
+    """Coverage check: alerts below 90 %; exit 4 on an SLA breach."""
+    _finish(_dispatcher().status(_checked_date(game_date)), as_json)
+
+
+@cli.command()
+@_game_date_option
+@click.option("--force", is_flag=True, help="Plan as `start --force` would dispatch.")
+@_json_option
+def plan(game_date, force, as_json) -> None:
+    """Dry run: who would be published, and why each other player is not."""
+    _finish(_dispatcher().plan(_checked_date(game_date), force=force), as_json)

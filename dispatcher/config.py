@@ -28,6 +28,7 @@ class Settings:
     dbt_project_dir: Path = DEFAULT_DBT_PROJECT_DIR
     dbt_target_path: Path | None = None
     query_timeout_seconds: float = 60.0
+    publish_timeout_seconds: float = 10.0
     extra: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -60,6 +61,8 @@ class Settings:
                 env.get("DISPATCHER_DBT_PROJECT_DIR", str(DEFAULT_DBT_PROJECT_DIR))
             ),
         }
+        if env.get("DISPATCHER_PUBLISH_TIMEOUT"):
+            values["publish_timeout_seconds"] = float(env["DISPATCHER_PUBLISH_TIMEOUT"])
         if env.get("DISPATCHER_DBT_TARGET_PATH"):
             values["dbt_target_path"] = Path(env["DISPATCHER_DBT_TARGET_PATH"])
         values.update({k: v for k, v in overrides.items() if v is not None})

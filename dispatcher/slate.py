@@ -36,6 +36,8 @@ from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 
+from .ledger import request_id
+
 __all__ = [
     "FEATURE_NAMES",
     "LEDGER_COLUMNS",
@@ -474,11 +476,6 @@ def recommendation(predicted: float, line: float) -> str:
 
 def rng_uuid(rng: random.Random) -> str:
     return str(uuid.UUID(int=rng.getrandbits(128), version=4))
-
-
-def request_id(game_date: date, player_lookup: str, attempt: int) -> str:
-    """Deterministic id of (game_date, player_lookup, attempt), as the ledger requires."""
-    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"nba-phase5/{game_date}/{player_lookup}/{attempt}"))
 
 
 def generate_slate(spec: SlateSpec) -> Slate:

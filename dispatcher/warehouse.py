@@ -24,6 +24,10 @@ class WarehouseError(RuntimeError):
     """The warehouse could not run a query."""
 
 
+class TransactionConflict(WarehouseError):
+    """A concurrent transaction changed the same rows; retrying may succeed."""
+
+
 class Warehouse(Protocol):
     kind: str
 
@@ -33,12 +37,22 @@ class Warehouse(Protocol):
     def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
         """Run a statement."""
 
+    def transaction(
+        self, statements: Sequence[str], params: Mapping[str, Any] | None = None
+    ) -> None:
+        """Run statements atomically; TransactionConflict when a concurrent one won."""
+
     def close(self) -> None:
         """Release the connection."""
 
 
 def connect(settings: Settings) -> Warehouse:
     if settings.warehouse == "duckdb":
+        if not Path(settings.duckdb_path).exists():
+            raise WarehouseError(
+                f"no DuckDB warehouse at {settings.duckdb_path}: run `dbt build` there first"
+                " (or `dispatcher demo`), or set DISPATCHER_DUCKDB_PATH"
+            )
         return DuckDBWarehouse(settings.duckdb_path)
     return BigQueryWarehouse(
         project=settings.gcp_project or "",
@@ -84,8 +98,16 @@ class DuckDBWarehouse:
     def _sql(sql: str) -> str:
         return _PARAM.sub(r"$\1", sql)
 
+    def _execute(self, sql: str, params: Mapping[str, Any] | None):
+        import duckdb
+
+        try:
+            return self._con.execute(self._sql(sql), dict(params or {}))
+        except duckdb.CatalogException as exc:
+            raise WarehouseError(f"{exc} (has `dbt build` run on {self.path}?)") from exc
+
     def query(self, sql: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
-        cursor = self._con.execute(self._sql(sql), dict(params or {}))
+        cursor = self._execute(sql, params)
         names = [column[0] for column in cursor.description]
         return [
             {name: _plain(value) for name, value in zip(names, row, strict=True)}
@@ -93,7 +115,27 @@ class DuckDBWarehouse:
         ]
 
     def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
-        self._con.execute(self._sql(sql), dict(params or {}))
+        self._execute(sql, params)
+
+    def transaction(
+        self, statements: Sequence[str], params: Mapping[str, Any] | None = None
+    ) -> None:
+        import duckdb
+
+        values = dict(params or {})
+        self._con.begin()
+        try:
+            for statement in statements:
+                sql = self._sql(statement)
+                used = {name: values[name] for name in _PARAM.findall(statement)}
+                self._con.execute(sql, used)
+            self._con.commit()
+        except duckdb.TransactionException as exc:
+            self._con.rollback()
+            raise TransactionConflict(str(exc)) from exc
+        except Exception:
+            self._con.rollback()
+            raise
 
     @property
     def connection(self):
@@ -160,6 +202,18 @@ class BigQueryWarehouse:
 
     def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
         self._job(sql, params)
+
+    def transaction(
+        self, statements: Sequence[str], params: Mapping[str, Any] | None = None
+    ) -> None:
+        script = "begin transaction;\n" + ";\n".join(statements) + ";\ncommit transaction;"
+        try:
+            self._job(script, params)
+        except WarehouseError as exc:
+            text = str(exc).lower()
+            if "concurrent update" in text or "aborted" in text or "conflict" in text:
+                raise TransactionConflict(str(exc)) from exc
+            raise
 
     def close(self) -> None:
         self.client.close()

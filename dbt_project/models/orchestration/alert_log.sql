@@ -4,19 +4,19 @@
     on its channel. Written by the dispatcher; dbt only creates the table. -#}
 select
     -- keys
-    cast(null as {{ dbt.type_string() }}) as alert_id,
+    cast(null as string) as alert_id,
     cast(null as date) as game_date,
-    cast(null as {{ dbt.type_string() }}) as run_id,
+    cast(null as string) as run_id,
 
     -- what
-    cast(null as {{ dbt.type_string() }}) as rule,
-    cast(null as {{ dbt.type_string() }}) as level,
-    cast(null as {{ dbt.type_string() }}) as message,
-    cast(null as {{ dbt.type_string() }}) as dedup_key,
+    cast(null as string) as rule,
+    cast(null as string) as level,
+    cast(null as string) as message,
+    cast(null as string) as dedup_key,
 
     -- where it went
-    cast(null as {{ dbt.type_string() }}) as channel,
-    cast(null as {{ dbt.type_string() }}) as status,
+    cast(null as string) as channel,
+    cast(null as string) as status,
     cast(null as {{ dbt.type_timestamp() }}) as created_at
 
-limit 0
+limit 0  -- noqa: AM09

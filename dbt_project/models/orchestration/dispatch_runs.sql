@@ -4,18 +4,18 @@
     dbt only creates the table. -#}
 select
     -- keys
-    cast(null as {{ dbt.type_string() }}) as run_id,
+    cast(null as string) as run_id,
     cast(null as date) as game_date,
 
     -- what ran
-    cast(null as {{ dbt.type_string() }}) as command,
-    cast(null as {{ dbt.type_string() }}) as trigger_source,
-    cast(null as {{ dbt.type_string() }}) as batch_id,
+    cast(null as string) as command,
+    cast(null as string) as trigger_source,
+    cast(null as string) as batch_id,
 
     -- result
-    cast(null as {{ dbt.type_string() }}) as outcome,
+    cast(null as string) as outcome,
     cast(null as {{ dbt.type_bigint() }}) as exit_code,
-    cast(null as {{ dbt.type_string() }}) as error_message,
+    cast(null as string) as error_message,
 
     -- counts at dispatch time
     cast(null as {{ dbt.type_bigint() }}) as players_expected,
@@ -29,4 +29,4 @@ select
     cast(null as {{ dbt.type_timestamp() }}) as finished_at,
     cast(null as {{ dbt.type_bigint() }}) as duration_ms
 
-limit 0
+limit 0  -- noqa: AM09

@@ -1,0 +1,389 @@
+"""The dispatcher: read the marts, claim what is pending, publish it, confirm it.
+
+Each public function is one command (trigger, start, retry, status, plan) and
+returns a RunResult; none of them knows about click. Every invocation writes one
+row to the run log.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import alerts as alerting
+
+from . import ledger, marts
+from .config import Settings
+from .logs import log
+from .transport import REQUEST_TOPIC, OutgoingMessage, Transport
+from .warehouse import Warehouse, connect
+
+RUN_LOG = "nba_orchestration.dispatch_runs"
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_CRITICAL, EXIT_SLA_BREACH = 0, 1, 2, 3, 4
+
+
+@dataclass
+class RunResult:
+    game_date: dt.date
+    command: str
+    trigger_source: str
+    outcome: str = "ok"
+    exit_code: int = EXIT_OK
+    players_expected: int = 0
+    players_ready: int = 0
+    players_predicted: int = 0
+    players_in_flight: int = 0
+    requests_published: int = 0
+    requests_failed: int = 0
+    batch_id: str | None = None
+    alerts: list[dict[str, Any]] = field(default_factory=list)
+    duration_ms: int = 0
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    error: str | None = None
+    plan: list[dict[str, Any]] | None = None
+    #: Phase 3 players not expected to play (plan only).
+    players_filtered: int | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        out = {
+            "game_date": self.game_date.isoformat(),
+            "trigger_source": self.trigger_source,
+            "outcome": self.outcome,
+            "players_expected": self.players_expected,
+            "players_ready": self.players_ready,
+            "players_predicted": self.players_predicted,
+            "players_in_flight": self.players_in_flight,
+            "requests_published": self.requests_published,
+            "batch_id": self.batch_id,
+            "alerts": self.alerts,
+            "duration_ms": self.duration_ms,
+        }
+        if self.requests_failed:
+            out["requests_failed"] = self.requests_failed
+        if self.error:
+            out["error"] = self.error
+        if self.plan is not None:
+            out["plan"] = self.plan
+            out["players_filtered"] = self.players_filtered
+        return out
+
+
+class Dispatcher:
+    """One configured dispatcher: settings, and how to reach the warehouse and transport."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        transport_factory: Callable[[Warehouse], Transport] | None = None,
+        channels: dict[str, alerting.Channel] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self._transport_factory = transport_factory or self._default_transport
+        self.channels = channels
+        self.sleep = sleep
+        self.clock = clock
+
+    # -- plumbing ----------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def warehouse(self) -> Iterator[Warehouse]:
+        wh = connect(self.settings)
+        try:
+            yield wh
+        finally:
+            wh.close()
+
+    def _default_transport(self, warehouse: Warehouse) -> Transport:
+        if self.settings.transport == "local":
+            from .transport_local import LocalOutboxTransport
+
+            if warehouse.kind == "duckdb":
+                return LocalOutboxTransport(warehouse.connection)
+            import duckdb
+
+            return LocalOutboxTransport(duckdb.connect(str(self.settings.duckdb_path)))
+        from .transport_pubsub import PubSubTransport
+
+        return PubSubTransport(
+            self.settings.gcp_project or "local-project",
+            publish_timeout=self.settings.publish_timeout_seconds,
+        )
+
+    @contextlib.contextmanager
+    def _run(self, command: str, game_date: dt.date, trigger_source: str) -> Iterator[RunResult]:
+        result = RunResult(game_date=game_date, command=command, trigger_source=trigger_source)
+        started = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+        t0 = time.perf_counter()
+        log("INFO", f"{command} started", game_date=game_date.isoformat(),
+            run_id=result.run_id, trigger_source=trigger_source)  # fmt: skip
+        try:
+            yield result
+        except Exception as exc:
+            result.outcome, result.exit_code = "error", EXIT_ERROR
+            result.error = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+            log("ERROR", result.error, game_date=game_date.isoformat(), run_id=result.run_id)
+        finally:
+            result.duration_ms = int((time.perf_counter() - t0) * 1000)
+            self._record(result, started)
+            log("INFO", f"{command} finished: {result.outcome}",
+                game_date=game_date.isoformat(), run_id=result.run_id,
+                outcome=result.outcome, requests_published=result.requests_published,
+                duration_ms=result.duration_ms)  # fmt: skip
+
+    def _record(self, result: RunResult, started: dt.datetime) -> None:
+        row = {
+            "run_id": result.run_id, "game_date": result.game_date, "command": result.command,
+            "trigger_source": result.trigger_source, "batch_id": result.batch_id,
+            "outcome": result.outcome, "exit_code": result.exit_code,
+            "error_message": result.error, "players_expected": result.players_expected,
+            "players_ready": result.players_ready,
+            "players_predicted": result.players_predicted,
+            "players_in_flight": result.players_in_flight,
+            "requests_published": result.requests_published, "started_at": started,
+            "finished_at": started + dt.timedelta(milliseconds=result.duration_ms),
+            "duration_ms": result.duration_ms,
+        }  # fmt: skip
+        columns = ", ".join(row)
+        values = ", ".join(f"@{key}" for key in row)
+        try:
+            with self.warehouse() as wh:
+                wh.execute(f"insert into {RUN_LOG} ({columns}) values ({values})", row)
+        except Exception as exc:  # the run log must never turn a good run into a failure
+            log("ERROR", f"run log write failed: {type(exc).__name__}: {exc}",
+                game_date=result.game_date.isoformat(), run_id=result.run_id)  # fmt: skip
+
+    def _alert(self, wh: Warehouse, result: RunResult, alerts: list[alerting.Alert]) -> None:
+        if not alerts:
+            return
+        try:
+            rows = alerting.deliver(wh, alerts, run_id=result.run_id, channels=self.channels)
+        except Exception as exc:  # alerting failures are logged, never fatal
+            log("ERROR", f"alerting failed: {type(exc).__name__}: {exc}",
+                game_date=result.game_date.isoformat(), run_id=result.run_id)  # fmt: skip
+            rows = []
+        result.alerts = [
+            {**alert.as_dict(), "status": _summary_status(rows, alert)} for alert in alerts
+        ]
+
+    @staticmethod
+    def _counts(result: RunResult, coverage: dict[str, Any] | None) -> None:
+        if coverage:
+            result.players_expected = coverage["players_expected"]
+            result.players_ready = coverage["players_ready"]
+            result.players_predicted = coverage["players_predicted"]
+            result.players_in_flight = coverage["players_in_flight"]
+
+    # -- dispatch ------------------------------------------------------------------------
+
+    def _dispatch(
+        self,
+        wh: Warehouse,
+        result: RunResult,
+        *,
+        refuse_critical: bool,
+        force: bool = False,
+    ) -> RunResult:
+        game_date = result.game_date
+        readiness = marts.readiness(wh, game_date)
+        ready = readiness["players_ready"] if readiness else 0
+        critical = readiness is None or readiness["is_critical"]
+        if refuse_critical and critical and not force:
+            self._counts(result, marts.coverage(wh, game_date))
+            result.outcome, result.exit_code = "critical", EXIT_CRITICAL
+            self._alert(wh, result, [alerting.Alert(
+                game_date, "phase4_critical", "critical",
+                f"Phase 4 insufficient for {game_date}: {ready} players ready "
+                "(< 50); nothing dispatched",
+            )])  # fmt: skip
+            return result
+        result.batch_id = uuid.uuid4().hex
+        claimed = ledger.claim(
+            wh, game_date, batch_id=result.batch_id,
+            trigger_source=result.trigger_source, force=force,
+        )  # fmt: skip
+        if claimed:
+            self._publish(wh, result, claimed)
+        else:
+            result.batch_id = None
+        coverage = marts.coverage(wh, game_date)
+        self._counts(result, coverage)
+        if result.requests_failed:
+            result.outcome, result.exit_code = "publish_failed", EXIT_ERROR
+            result.error = (
+                f"{result.requests_failed} of {len(claimed)} publishes failed; "
+                "their claims were released"
+            )
+        elif not claimed:
+            result.outcome = "nothing_pending"
+        else:
+            result.outcome = "dispatched" if readiness and readiness["is_ready"] else "partial"
+        if claimed and coverage and coverage["is_missing_warning"]:
+            self._alert(wh, result, [alerting.Alert(
+                game_date, "partial_dispatch", "warning",
+                f"Partial dispatch for {game_date}: {coverage['players_missing']} of "
+                f"{coverage['players_expected']} expected players neither predicted "
+                "nor requested",
+            )])  # fmt: skip
+        return result
+
+    def _publish(self, wh: Warehouse, result: RunResult, claimed: list[dict[str, Any]]) -> None:
+        requested_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        messages = [
+            request_message(row, result.batch_id, result.trigger_source, requested_at)
+            for row in claimed
+        ]
+        transport = self._transport_factory(wh)
+        try:
+            outcomes = transport.publish(
+                REQUEST_TOPIC, messages, timeout=self.settings.publish_timeout_seconds
+            )
+        finally:
+            with contextlib.suppress(Exception):
+                transport.close()
+        acknowledged = [(o.request_id, o.message_id) for o in outcomes if o.ok]
+        ledger.confirm(wh, result.game_date, acknowledged)
+        ledger.release(wh, result.game_date, result.batch_id)
+        result.requests_published = len(acknowledged)
+        result.requests_failed = len(outcomes) - len(acknowledged)
+        for failure in [o for o in outcomes if not o.ok][:5]:
+            log("ERROR", f"publish failed: {failure.error}", request_id=failure.request_id,
+                game_date=result.game_date.isoformat(), run_id=result.run_id)  # fmt: skip
+
+    # -- commands ------------------------------------------------------------------------
+
+    def trigger(self, game_date: dt.date, *, trigger_source: str = "pubsub") -> RunResult:
+        """Primary path: dispatch what is pending now; never waits; refuses when critical."""
+        with self._run("trigger", game_date, trigger_source) as result, self.warehouse() as wh:
+            self._dispatch(wh, result, refuse_critical=True)
+        return result
+
+    def retry(self, game_date: dt.date, *, trigger_source: str = "retry") -> RunResult:
+        """Publish what is pending now, whatever the readiness."""
+        with self._run("retry", game_date, trigger_source) as result, self.warehouse() as wh:
+            self._dispatch(wh, result, refuse_critical=False)
+        return result
+
+    def start(
+        self,
+        game_date: dt.date,
+        *,
+        wait_minutes: float = 30,
+        poll_seconds: float = 60,
+        force: bool = False,
+        trigger_source: str = "scheduler",
+    ) -> RunResult:
+        """Scheduler backup: wait for readiness up to wait_minutes, then dispatch
+        (partially when at least 50 players are ready); --force skips the wait and
+        re-requests predicted players."""
+        with self._run("start", game_date, trigger_source) as result:
+            deadline = self.clock() + wait_minutes * 60
+            while not force:
+                with self.warehouse() as wh:
+                    readiness = marts.readiness(wh, game_date)
+                if readiness and readiness["is_ready"]:
+                    break
+                remaining = deadline - self.clock()
+                if remaining <= 0:
+                    log("WARNING", f"Phase 4 not ready after {wait_minutes} min",
+                        game_date=game_date.isoformat(), run_id=result.run_id)  # fmt: skip
+                    break
+                log("INFO", "waiting for Phase 4", game_date=game_date.isoformat(),
+                    run_id=result.run_id,
+                    players_ready=readiness and readiness["players_ready"])  # fmt: skip
+                self.sleep(min(poll_seconds, remaining))
+            with self.warehouse() as wh:
+                self._dispatch(wh, result, refuse_critical=True, force=force)
+        return result
+
+    def status(self, game_date: dt.date, *, trigger_source: str = "scheduler") -> RunResult:
+        """Coverage check (07:00 PT): alert below 90 %, critical below 50 % or at 0."""
+        with self._run("status", game_date, trigger_source) as result, self.warehouse() as wh:
+            coverage = marts.coverage(wh, game_date)
+            self._counts(result, coverage)
+            level = coverage["alert_level"] if coverage else "critical"
+            result.outcome = "ok" if level == "ok" else "sla_breach"
+            result.exit_code = EXIT_OK if level == "ok" else EXIT_SLA_BREACH
+            if level != "ok":
+                pct = coverage["coverage_pct"] if coverage else None
+                self._alert(wh, result, [alerting.Alert(
+                    game_date, "coverage", level,
+                    f"Prediction coverage for {game_date} is "
+                    f"{'unknown (no slate)' if pct is None else f'{pct:.1f} %'}: "
+                    f"{result.players_predicted} of {result.players_expected} players "
+                    "predicted at the status check",
+                )])  # fmt: skip
+        return result
+
+    def plan(self, game_date: dt.date, *, force: bool = False) -> RunResult:
+        """Dry run: who would be published, and why each other expected player is not."""
+        with self._run("plan", game_date, "manual") as result, self.warehouse() as wh:
+            readiness = marts.readiness(wh, game_date)
+            self._counts(result, marts.coverage(wh, game_date))
+            claimable = ledger.FORCE_CLAIMABLE if force else ledger.CLAIMABLE
+            result.plan = [
+                {
+                    "player_lookup": player["player_lookup"],
+                    "state": player["state"],
+                    "action": "publish" if player["state"] in claimable else "skip",
+                    "reason": player["reason"],
+                }
+                for player in marts.players(wh, game_date)
+            ]
+            would = sum(1 for item in result.plan if item["action"] == "publish")
+            if readiness is None:
+                result.outcome, result.exit_code = "no_slate", EXIT_CRITICAL
+            elif readiness["is_critical"]:
+                result.outcome, result.exit_code = "critical", EXIT_CRITICAL
+            else:
+                result.outcome = "would_publish" if would else "nothing_pending"
+            result.players_filtered = (
+                (readiness or {}).get("players_in_slate", 0) - result.players_expected
+            )
+        return result
+
+
+def request_message(
+    row: dict[str, Any], batch_id: str, trigger_source: str, requested_at: str
+) -> OutgoingMessage:
+    """The prediction request of SPEC §7 for one claimed ledger row."""
+    line = row.get("current_points_line")
+    body = {
+        "request_id": row["request_id"],
+        "player_lookup": row["player_lookup"],
+        "game_date": row["game_date"].isoformat(),
+        "game_id": row["game_id"],
+        "line_values": [float(line)] if line is not None else [],
+        "team_abbr": row["team_abbr"],
+        "opponent_team_abbr": row["opponent_team_abbr"],
+        "is_home": bool(row["is_home"]),
+        "batch_id": batch_id,
+        "trigger_source": trigger_source,
+        "requested_at": requested_at,
+    }
+    return OutgoingMessage(
+        request_id=row["request_id"],
+        data=json.dumps(body, separators=(",", ":")).encode(),
+        attributes={
+            "request_id": row["request_id"],
+            "game_date": body["game_date"],
+            "player_lookup": row["player_lookup"],
+        },
+    )
+
+
+def _summary_status(rows: list[dict[str, Any]], alert: alerting.Alert) -> str:
+    statuses = {r["status"] for r in rows if r["dedup_key"] == alert.dedup_key}
+    for status in ("sent", "failed", "suppressed"):
+        if status in statuses:
+            return status
+    return "unknown"

@@ -1,0 +1,193 @@
+"""The request ledger: claim -> publish -> confirm, with leases.
+
+A claim inserts one ledger row per pending player inside a transaction that also
+updates the date's row in ``dispatch_locks``; concurrent claims on a date therefore
+conflict and all but one retry, and a retry sees the winner's claims as in flight.
+A claim is confirmed (published_at, message_id) only after the transport
+acknowledged it; a failed publish releases its claim at once; a crash leaves a claim
+whose lease expires, after which the player is pending again (next attempt).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from .warehouse import TransactionConflict, Warehouse
+
+LEDGER = "nba_orchestration.request_ledger"
+LOCKS = "nba_orchestration.dispatch_locks"
+PENDING = "nba_orchestration.fct_pending_players"
+
+#: States a claim takes: pending always; predicted too with --force.
+CLAIMABLE = ("pending",)
+FORCE_CLAIMABLE = ("pending", "predicted")
+
+
+class ClaimContention(RuntimeError):
+    """Other dispatchers kept winning the claim transaction for this date."""
+
+
+def request_id(game_date: dt.date, player_lookup: str, attempt: int) -> str:
+    """Deterministic for (game_date, player, attempt): consumers drop duplicates by it."""
+    return f"{game_date.isoformat()}/{player_lookup}/{attempt}"
+
+
+def utc_now() -> dt.datetime:
+    """Naive UTC, as the warehouses store timestamps."""
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
+
+
+_ENSURE_LOCK_ROW = f"""
+insert into {LOCKS} (game_date, holder_batch_id, locked_at)
+select game_date, cast(null as string), cast(null as timestamp)
+from (select @game_date as game_date) as candidate
+where not exists (select 1 from {LOCKS} where game_date = @game_date)
+"""
+
+_TAKE_LOCK = f"""
+update {LOCKS}
+set holder_batch_id = @batch_id, locked_at = @claimed_at
+where game_date = @game_date
+"""
+
+_CLAIM = f"""
+insert into {LEDGER} (
+    request_id, game_date, player_lookup, game_id, attempt,
+    batch_id, trigger_source, claimed_at, published_at, message_id
+)
+select
+    concat(
+        cast(game_date as string), '/', player_lookup, '/',
+        cast(request_attempts + 1 as string)
+    ),
+    game_date,
+    player_lookup,
+    game_id,
+    request_attempts + 1,
+    @batch_id,
+    @trigger_source,
+    @claimed_at,
+    cast(null as timestamp),
+    cast(null as string)
+from {PENDING}
+where game_date = @game_date and state in (select * from unnest(@states))
+"""
+
+_CLAIMED = f"""
+select
+    ledger.request_id,
+    ledger.attempt,
+    ledger.claimed_at,
+    players.game_date,
+    players.player_lookup,
+    players.game_id,
+    players.team_abbr,
+    players.opponent_team_abbr,
+    players.is_home,
+    players.current_points_line
+from {LEDGER} as ledger
+inner join {PENDING} as players
+    on ledger.game_date = players.game_date and ledger.player_lookup = players.player_lookup
+where
+    ledger.game_date = @game_date
+    and players.game_date = @game_date
+    and ledger.batch_id = @batch_id
+order by ledger.player_lookup
+"""
+
+_CONFIRM = {
+    "duckdb": f"""
+update {LEDGER} as ledger
+set published_at = @published_at, message_id = acked.message_id
+from (
+    select unnest(@request_ids) as request_id, unnest(@message_ids) as message_id
+) as acked
+where ledger.game_date = @game_date and ledger.request_id = acked.request_id
+""",
+    "bigquery": f"""
+update {LEDGER} as ledger
+set published_at = @published_at, message_id = acked.message_id
+from (
+    select request_id, @message_ids[offset(position)] as message_id
+    from unnest(@request_ids) as request_id with offset as position
+) as acked
+where ledger.game_date = @game_date and ledger.request_id = acked.request_id
+""",
+}
+
+_RELEASE = f"""
+delete from {LEDGER}
+where game_date = @game_date and batch_id = @batch_id and published_at is null
+"""
+
+
+def claim(
+    warehouse: Warehouse,
+    game_date: dt.date,
+    *,
+    batch_id: str,
+    trigger_source: str,
+    force: bool = False,
+    now: dt.datetime | None = None,
+    max_attempts: int = 20,
+) -> list[dict[str, Any]]:
+    """Claim every claimable player of the date for this batch; the claimed rows."""
+    params = {
+        "game_date": game_date,
+        "batch_id": batch_id,
+        "trigger_source": trigger_source,
+        "claimed_at": now or utc_now(),
+        "states": list(FORCE_CLAIMABLE if force else CLAIMABLE),
+    }
+    warehouse.execute(_ENSURE_LOCK_ROW, {"game_date": game_date})
+    delay = 0.05
+    for attempt in range(1, max_attempts + 1):
+        try:
+            warehouse.transaction([_TAKE_LOCK, _CLAIM], params)
+            break
+        except TransactionConflict:
+            if attempt == max_attempts:
+                raise ClaimContention(
+                    f"claim for {game_date} lost {max_attempts} times to concurrent dispatchers"
+                ) from None
+            time.sleep(delay * (1 + random.random()))
+            delay = min(delay * 2, 2.0)
+    return warehouse.query(_CLAIMED, {"game_date": game_date, "batch_id": batch_id})
+
+
+def confirm(
+    warehouse: Warehouse,
+    game_date: dt.date,
+    acknowledged: Sequence[tuple[str, str]],
+    *,
+    published_at: dt.datetime | None = None,
+) -> None:
+    """Record (request_id, message_id) pairs the transport acknowledged."""
+    if not acknowledged:
+        return
+    warehouse.execute(
+        _CONFIRM[warehouse.kind],
+        {
+            "game_date": game_date,
+            "published_at": published_at or utc_now(),
+            "request_ids": [request for request, _ in acknowledged],
+            "message_ids": [message for _, message in acknowledged],
+        },
+    )
+
+
+def release(warehouse: Warehouse, game_date: dt.date, batch_id: str) -> None:
+    """Drop this batch's unconfirmed claims so the players are pending again now."""
+    warehouse.execute(_RELEASE, {"game_date": game_date, "batch_id": batch_id})
+
+
+def requests(warehouse: Warehouse, game_date: dt.date) -> list[dict[str, Any]]:
+    """Every ledger row of the date."""
+    return warehouse.query(
+        f"select * from {LEDGER} where game_date = @game_date order by request_id",
+        {"game_date": game_date},
+    )
