@@ -3,25 +3,25 @@ with
 
 slate as (
 
-    select * from {{ ref('int_slate_players') }}
+    select * from {{ ref('int_slate_players') }}  -- noqa: PRS
 
 ),
 
 features as (
 
-    select * from {{ ref('int_player_features') }}
+    select * from {{ ref('int_player_features') }}  -- noqa: PRS
 
 ),
 
 predictions as (
 
-    select * from {{ ref('int_player_predictions') }}
+    select * from {{ ref('int_player_predictions') }}  -- noqa: PRS
 
 ),
 
 requests as (
 
-    select * from {{ ref('int_player_requests') }}
+    select * from {{ ref('int_player_requests') }}  -- noqa: PRS
 
 ),
 
@@ -88,11 +88,13 @@ final as (
             when is_leased
                 then 'requested, waiting for predictions inside the lease'
             when request_attempts > 0
-                then 'lease expired, '
-                || cast(systems_predicted as {{ dbt.type_string() }})
-                || ' of {{ var("required_systems") | length }} systems predicted'
-            else 'ready, '
-                || cast(systems_predicted as {{ dbt.type_string() }})
+                then
+                    'lease expired, '
+                    || cast(systems_predicted as string)
+                    || ' of {{ var("required_systems") | length }} systems predicted'
+            else
+                'ready, '
+                || cast(systems_predicted as string)
                 || ' of {{ var("required_systems") | length }} systems predicted'
         end as reason
     from joined

@@ -3,7 +3,7 @@ with
 
 features as (
 
-    select * from {{ ref('stg_nba_predictions__ml_feature_store_v2') }}
+    select * from {{ ref('stg_nba_predictions__ml_feature_store_v2') }}  -- noqa: PRS
 
 ),
 

@@ -5,7 +5,7 @@ with
 
 predictions as (
 
-    select * from {{ ref('stg_nba_predictions__player_prop_predictions') }}
+    select * from {{ ref('stg_nba_predictions__player_prop_predictions') }}  -- noqa: PRS
 
 ),
 

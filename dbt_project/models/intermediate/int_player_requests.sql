@@ -3,7 +3,7 @@ with
 
 ledger as (
 
-    select * from {{ ref('request_ledger') }}
+    select * from {{ ref('request_ledger') }}  -- noqa: PRS
 
 ),
 
@@ -29,7 +29,7 @@ final as (
         {{ timestamp_add_minutes('last_requested_at', var('request_lease_minutes')) }}
             as lease_expires_at,
         {{ timestamp_add_minutes('last_requested_at', var('request_lease_minutes')) }}
-            > {{ as_of_timestamp() }} as is_leased
+        > {{ as_of_timestamp() }} as is_leased
     from aggregated
 
 )

@@ -3,19 +3,19 @@ with
 
 slate as (
 
-    select * from {{ ref('int_slate_players') }}
+    select * from {{ ref('int_slate_players') }}  -- noqa: PRS
 
 ),
 
 dispatch_state as (
 
-    select * from {{ ref('int_player_dispatch_state') }}
+    select * from {{ ref('int_player_dispatch_state') }}  -- noqa: PRS
 
 ),
 
 features as (
 
-    select * from {{ ref('int_player_features') }}
+    select * from {{ ref('int_player_features') }}  -- noqa: PRS
 
 ),
 

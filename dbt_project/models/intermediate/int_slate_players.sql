@@ -3,7 +3,7 @@ with
 
 context as (
 
-    select * from {{ ref('stg_nba_analytics__upcoming_player_game_context') }}
+    select * from {{ ref('stg_nba_analytics__upcoming_player_game_context') }}  -- noqa: PRS
 
 ),
 

@@ -2,25 +2,25 @@ with
 
 readiness as (
 
-    select * from {{ ref('fct_phase4_readiness') }}
+    select * from {{ ref('fct_phase4_readiness') }}  -- noqa: PRS
 
 ),
 
 coverage as (
 
-    select * from {{ ref('fct_prediction_coverage') }}
+    select * from {{ ref('fct_prediction_coverage') }}  -- noqa: PRS
 
 ),
 
 dispatch_state as (
 
-    select * from {{ ref('int_player_dispatch_state') }}
+    select * from {{ ref('int_player_dispatch_state') }}  -- noqa: PRS
 
 ),
 
 ledger as (
 
-    select * from {{ ref('request_ledger') }}
+    select * from {{ ref('request_ledger') }}  -- noqa: PRS
 
 ),
 
@@ -94,11 +94,13 @@ final as (
 
         -- durations in minutes
         cast(round(
-            {{ dbt.datediff('phase4_completed_at', 'first_requested_at', 'second') }} / 60.0,
+            {{ dbt.datediff('phase4_completed_at', 'first_requested_at', 'second') }}
+            / 60.0,
             1
         ) as numeric) as minutes_to_first_request,
         cast(round(
-            {{ dbt.datediff('phase4_completed_at', 'last_predicted_at', 'second') }} / 60.0,
+            {{ dbt.datediff('phase4_completed_at', 'last_predicted_at', 'second') }}
+            / 60.0,
             1
         ) as numeric) as minutes_to_last_prediction,
 

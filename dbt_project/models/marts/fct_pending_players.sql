@@ -2,7 +2,7 @@ with
 
 dispatch_state as (
 
-    select * from {{ ref('int_player_dispatch_state') }}
+    select * from {{ ref('int_player_dispatch_state') }}  -- noqa: PRS
 
 ),
 

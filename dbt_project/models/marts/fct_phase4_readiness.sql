@@ -2,7 +2,7 @@ with
 
 counts as (
 
-    select * from {{ ref('int_readiness_counts') }}
+    select * from {{ ref('int_readiness_counts') }}  -- noqa: PRS
 
 ),
 

@@ -2,13 +2,13 @@ with
 
 dispatch_state as (
 
-    select * from {{ ref('int_player_dispatch_state') }}
+    select * from {{ ref('int_player_dispatch_state') }}  -- noqa: PRS
 
 ),
 
 readiness as (
 
-    select * from {{ ref('fct_phase4_readiness') }}
+    select * from {{ ref('fct_phase4_readiness') }}  -- noqa: PRS
 
 ),
 

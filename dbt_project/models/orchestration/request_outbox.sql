@@ -16,4 +16,4 @@ select
     -- consumption by the worker
     cast(null as {{ dbt.type_timestamp() }}) as acked_at
 
-limit 0  -- noqa: AM09
+limit 0  -- the shape only: the dispatcher writes the rows -- noqa: AM09

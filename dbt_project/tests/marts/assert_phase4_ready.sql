@@ -12,7 +12,7 @@ checked_date as (
 
 readiness as (
 
-    select * from {{ ref('fct_phase4_readiness') }}
+    select * from {{ ref('fct_phase4_readiness') }}  -- noqa: PRS
 
 ),
 
@@ -25,10 +25,11 @@ final as (
         readiness.ready_pct,
         case
             when readiness.game_date is null then 'no Phase 3 slate for this date'
-            else 'Phase 4 not ready: '
-                || cast(readiness.players_ready as {{ dbt.type_string() }})
+            else
+                'Phase 4 not ready: '
+                || cast(readiness.players_ready as string)
                 || ' of '
-                || cast(readiness.players_expected as {{ dbt.type_string() }})
+                || cast(readiness.players_expected as string)
                 || ' expected players ready'
         end as failure_reason
     from checked_date

@@ -2,7 +2,7 @@ with
 
 source as (
 
-    select * from {{ source('nba_analytics', 'upcoming_player_game_context') }}
+    select * from {{ source('nba_analytics', 'upcoming_player_game_context') }}  -- noqa: PRS
 
 ),
 

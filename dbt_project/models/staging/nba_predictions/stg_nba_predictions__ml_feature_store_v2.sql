@@ -2,7 +2,7 @@ with
 
 source as (
 
-    select * from {{ source('nba_predictions', 'ml_feature_store_v2') }}
+    select * from {{ source('nba_predictions', 'ml_feature_store_v2') }}  -- noqa: PRS
 
 ),
 

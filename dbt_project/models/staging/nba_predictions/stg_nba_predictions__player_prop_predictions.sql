@@ -2,7 +2,7 @@ with
 
 source as (
 
-    select * from {{ source('nba_predictions', 'player_prop_predictions') }}
+    select * from {{ source('nba_predictions', 'player_prop_predictions') }}  -- noqa: PRS
 
 ),
 
