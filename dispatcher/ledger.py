@@ -1,8 +1,17 @@
 """The request ledger: claim -> publish -> confirm, with leases.
 
-A claim inserts one ledger row per pending player inside a transaction that also
-updates the date's row in ``dispatch_locks``; concurrent claims on a date therefore
-conflict and all but one retry, and a retry sees the winner's claims as in flight.
+A claim inserts one ledger row per pending player atomically with respect to every
+other claim on the same date, so a claim that loses a race sees the winner's rows
+as in flight and claims nothing twice:
+
+- DuckDB: a transaction that also updates the date's row in ``dispatch_locks``;
+  concurrent transactions (threads) conflict on that row and retry, and the file
+  admits one writing process at a time.
+- BigQuery: one MERGE into the ledger. MERGE with an UPDATE clause is mutating DML,
+  which BigQuery serialises per table partition and aborts on a concurrent update
+  (retried here). A multi-statement transaction would serve too, but the BigQuery
+  API emulator the tests run on ignores query parameters inside scripts.
+
 A claim is confirmed (published_at, message_id) only after the transport
 acknowledged it; a failed publish releases its claim at once; a crash leaves a claim
 whose lease expires, after which the player is pending again (next attempt).
@@ -99,6 +108,33 @@ where
 order by ledger.player_lookup
 """
 
+_CLAIM_MERGE = f"""
+merge into {LEDGER} as ledger
+using (
+    select
+        concat(
+            cast(game_date as string), '/', player_lookup, '/',
+            cast(request_attempts + 1 as string)
+        ) as request_id,
+        game_date,
+        player_lookup,
+        game_id,
+        request_attempts + 1 as attempt
+    from {PENDING}
+    where game_date = @game_date and state in (select * from unnest(@states))
+) as claims
+on ledger.game_date = @game_date and ledger.request_id = claims.request_id
+when matched then update set claimed_at = ledger.claimed_at
+when not matched then insert (
+    request_id, game_date, player_lookup, game_id, attempt,
+    batch_id, trigger_source, claimed_at, published_at, message_id
+) values (
+    claims.request_id, claims.game_date, claims.player_lookup, claims.game_id,
+    claims.attempt, @batch_id, @trigger_source, @claimed_at,
+    cast(null as timestamp), cast(null as string)
+)
+"""
+
 _CONFIRM = {
     "duckdb": f"""
 update {LEDGER} as ledger
@@ -108,14 +144,17 @@ from (
 ) as acked
 where ledger.game_date = @game_date and ledger.request_id = acked.request_id
 """,
+    # The emulator binds array parameters in UPDATE ... FROM wrongly; MERGE works on both.
     "bigquery": f"""
-update {LEDGER} as ledger
-set published_at = @published_at, message_id = acked.message_id
-from (
-    select request_id, @message_ids[offset(position)] as message_id
-    from unnest(@request_ids) as request_id with offset as position
+merge into {LEDGER} as ledger
+using (
+    select request_id, message_id
+    from unnest(@request_ids) as request_id with offset as request_position
+    inner join unnest(@message_ids) as message_id with offset as message_position
+        on request_position = message_position
 ) as acked
-where ledger.game_date = @game_date and ledger.request_id = acked.request_id
+on ledger.game_date = @game_date and ledger.request_id = acked.request_id
+when matched then update set published_at = @published_at, message_id = acked.message_id
 """,
 }
 
@@ -143,11 +182,15 @@ def claim(
         "claimed_at": now or utc_now(),
         "states": list(FORCE_CLAIMABLE if force else CLAIMABLE),
     }
-    warehouse.execute(_ENSURE_LOCK_ROW, {"game_date": game_date})
+    if warehouse.kind == "duckdb":
+        warehouse.execute(_ENSURE_LOCK_ROW, {"game_date": game_date})
     delay = 0.05
     for attempt in range(1, max_attempts + 1):
         try:
-            warehouse.transaction([_TAKE_LOCK, _CLAIM], params)
+            if warehouse.kind == "duckdb":
+                warehouse.transaction([_TAKE_LOCK, _CLAIM], params)
+            else:
+                warehouse.conflicting(_CLAIM_MERGE, params)
             break
         except TransactionConflict:
             if attempt == max_attempts:

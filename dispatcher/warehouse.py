@@ -37,11 +37,6 @@ class Warehouse(Protocol):
     def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
         """Run a statement."""
 
-    def transaction(
-        self, statements: Sequence[str], params: Mapping[str, Any] | None = None
-    ) -> None:
-        """Run statements atomically; TransactionConflict when a concurrent one won."""
-
     def close(self) -> None:
         """Release the connection."""
 
@@ -120,6 +115,7 @@ class DuckDBWarehouse:
     def transaction(
         self, statements: Sequence[str], params: Mapping[str, Any] | None = None
     ) -> None:
+        """Run statements atomically; TransactionConflict when a concurrent one won."""
         import duckdb
 
         values = dict(params or {})
@@ -203,15 +199,13 @@ class BigQueryWarehouse:
     def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
         self._job(sql, params)
 
-    def transaction(
-        self, statements: Sequence[str], params: Mapping[str, Any] | None = None
-    ) -> None:
-        script = "begin transaction;\n" + ";\n".join(statements) + ";\ncommit transaction;"
+    def conflicting(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
+        """Run mutating DML; a concurrent-update abort becomes TransactionConflict."""
         try:
-            self._job(script, params)
+            self._job(sql, params)
         except WarehouseError as exc:
             text = str(exc).lower()
-            if "concurrent update" in text or "aborted" in text or "conflict" in text:
+            if "concurrent update" in text or "aborted" in text or "serialize access" in text:
                 raise TransactionConflict(str(exc)) from exc
             raise
 

@@ -1,0 +1,409 @@
+"""The design's acceptance scenarios and bad input, on DuckDB + local outbox, DuckDB +
+Pub/Sub emulator and BigQuery emulator + Pub/Sub emulator."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+
+import pytest
+from click.testing import CliRunner
+
+from dispatcher import dbt, ledger, marts
+from dispatcher.cli import cli
+from dispatcher.config import Settings
+from dispatcher.dispatch import Dispatcher
+from dispatcher.slate import SlateSpec, generate_slate, write_bigquery, write_duckdb
+from dispatcher.warehouse import connect
+
+GAME_DATE = dt.date(2026, 11, 28)
+SPEC = SlateSpec(game_date=GAME_DATE, share_predicted=0.3, share_in_flight=0.1, seed=7)
+#: Phase 4 has not landed: no player production ready yet.
+LATE_SPEC = SlateSpec(game_date=GAME_DATE, share_production_ready=0.0, seed=8)
+
+
+def _built_template(tmp_path_factory, spec: SlateSpec):
+    workdir = tmp_path_factory.mktemp("dispatch-template")
+    settings = Settings(duckdb_path=workdir / "w.duckdb", dbt_target_path=workdir / "target")
+    slate = generate_slate(spec)
+    write_duckdb(settings.duckdb_path, slate)
+    dbt.build(settings)
+    write_duckdb(settings.duckdb_path, slate, include_ledger=True)
+    return settings.duckdb_path
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory):
+    return _built_template(tmp_path_factory, SPEC)
+
+
+@pytest.fixture(scope="module")
+def late_template(tmp_path_factory):
+    return _built_template(tmp_path_factory, LATE_SPEC)
+
+
+@pytest.fixture
+def settings(template, tmp_path):
+    path = tmp_path / "w.duckdb"
+    shutil.copy(template, path)
+    return Settings(duckdb_path=path, dbt_target_path=tmp_path / "target")
+
+
+def _outbox(settings) -> list[dict]:
+    wh = connect(settings)
+    try:
+        return wh.query(
+            "select * from nba_orchestration.request_outbox where game_date = @game_date",
+            {"game_date": GAME_DATE},
+        )
+    finally:
+        wh.close()
+
+
+def _ledger(settings, game_date=GAME_DATE) -> list[dict]:
+    wh = connect(settings)
+    try:
+        return ledger.requests(wh, game_date)
+    finally:
+        wh.close()
+
+
+def _runs(settings) -> int:
+    wh = connect(settings)
+    try:
+        return wh.query("select count(*) as n from nba_orchestration.dispatch_runs")[0]["n"]
+    finally:
+        wh.close()
+
+
+# -- acceptance scenarios on the embedded default ----------------------------------------
+
+
+def test_event_dispatches_every_pending_player_once(settings):
+    counts = SPEC.counts()
+    result = Dispatcher(settings).trigger(GAME_DATE)
+    assert (result.outcome, result.exit_code) == ("dispatched", 0)
+    assert result.requests_published == counts.pending
+    outbox = _outbox(settings)
+    assert len(outbox) == counts.pending
+    bodies = [json.loads(row["data"]) for row in outbox]
+    assert len({body["player_lookup"] for body in bodies}) == counts.pending
+    first = bodies[0]
+    assert set(first) == {
+        "request_id", "player_lookup", "game_date", "game_id", "line_values", "team_abbr",
+        "opponent_team_abbr", "is_home", "batch_id", "trigger_source", "requested_at",
+    }  # fmt: skip
+    assert first["request_id"] == f"{GAME_DATE}/{first['player_lookup']}/1"
+    assert first["trigger_source"] == "pubsub"
+    assert json.loads(outbox[0]["attributes"]) == {
+        "request_id": first["request_id"], "game_date": str(GAME_DATE),
+        "player_lookup": first["player_lookup"],
+    }  # fmt: skip
+    published = [row for row in _ledger(settings) if row["batch_id"] == result.batch_id]
+    assert len(published) == counts.pending
+    assert all(row["published_at"] and row["message_id"] for row in published)
+    assert {row["message_id"] for row in published} == {row["message_id"] for row in outbox}
+    assert result.players_in_flight == counts.in_flight + counts.pending
+
+
+def test_second_run_for_the_same_date_publishes_nothing(settings):
+    Dispatcher(settings).trigger(GAME_DATE)
+    again = Dispatcher(settings).trigger(GAME_DATE)
+    assert (again.outcome, again.requests_published, again.batch_id) == (
+        "nothing_pending", 0, None,
+    )  # fmt: skip
+    assert len(_outbox(settings)) == SPEC.counts().pending
+
+
+def test_retry_publishes_exactly_the_ten_whose_predictions_were_deleted(settings):
+    Dispatcher(settings).trigger(GAME_DATE)
+    wh = connect(settings)
+    try:
+        predicted = [p["player_lookup"] for p in marts.players(wh, GAME_DATE, ["predicted"])]
+        victims = predicted[:10]
+        wh.execute(
+            "delete from nba_predictions.player_prop_predictions"
+            " where game_date = @game_date and player_lookup in (select * from unnest(@players))",
+            {"game_date": GAME_DATE, "players": victims},
+        )
+    finally:
+        wh.close()
+    result = Dispatcher(settings).retry(GAME_DATE)
+    assert result.requests_published == 10
+    mine = [row for row in _ledger(settings) if row["batch_id"] == result.batch_id]
+    assert sorted(row["player_lookup"] for row in mine) == sorted(victims)
+
+
+def test_scheduler_waits_and_dispatches_when_phase4_lands_mid_wait(late_template, tmp_path):
+    path = tmp_path / "w.duckdb"
+    shutil.copy(late_template, path)
+    settings = Settings(duckdb_path=path)
+    polls = []
+
+    def phase4_lands_during_the_wait(seconds: float) -> None:
+        polls.append(seconds)
+        if len(polls) == 2:  # Phase 4 finishes between the second and third poll
+            wh = connect(settings)
+            try:
+                wh.execute(
+                    "update nba_predictions.ml_feature_store_v2 set is_production_ready = true"
+                    " where game_date = @game_date",
+                    {"game_date": GAME_DATE},
+                )
+            finally:
+                wh.close()
+
+    result = Dispatcher(settings, sleep=phase4_lands_during_the_wait).start(
+        GAME_DATE, wait_minutes=5, poll_seconds=0.01
+    )
+    assert len(polls) == 2
+    assert (result.outcome, result.exit_code) == ("dispatched", 0)
+    assert result.requests_published == LATE_SPEC.counts().in_feature_store
+
+
+def test_start_gives_up_with_exit_3_when_phase4_stays_critical(late_template, tmp_path):
+    path = tmp_path / "w.duckdb"
+    shutil.copy(late_template, path)
+    clock = iter(range(0, 10_000, 30))  # every look at the clock is 30 s later
+    dispatcher = Dispatcher(
+        Settings(duckdb_path=path), sleep=lambda _s: None, clock=lambda: next(clock)
+    )
+    result = dispatcher.start(GAME_DATE, wait_minutes=2, poll_seconds=60)
+    assert (result.outcome, result.exit_code, result.requests_published) == ("critical", 3, 0)
+    assert [a["rule"] for a in result.alerts] == ["phase4_critical"]
+
+
+def test_trigger_refuses_a_critical_date_and_retry_does_not(late_template, tmp_path):
+    path = tmp_path / "w.duckdb"
+    shutil.copy(late_template, path)
+    settings = Settings(duckdb_path=path)
+    wh = connect(settings)
+    try:  # 30 players ready: below the 50 critical floor
+        wh.execute(
+            "update nba_predictions.ml_feature_store_v2 set is_production_ready = true"
+            " where game_date = @game_date and player_lookup in (select player_lookup from"
+            " nba_orchestration.fct_pending_players where game_date = @game_date"
+            " order by player_lookup limit 30)",
+            {"game_date": GAME_DATE},
+        )
+    finally:
+        wh.close()
+    refused = Dispatcher(settings).trigger(GAME_DATE)
+    assert (refused.outcome, refused.exit_code, refused.requests_published) == ("critical", 3, 0)
+    retried = Dispatcher(settings).retry(GAME_DATE)
+    assert (retried.exit_code, retried.requests_published) == (0, 30)
+
+
+def test_status_exit_codes(settings):
+    breach = Dispatcher(settings).status(GAME_DATE)
+    assert (breach.outcome, breach.exit_code) == ("sla_breach", 4)
+    assert breach.alerts[0]["level"] == "critical"  # 30 % predicted
+    wh = connect(settings)
+    try:  # every expected player predicted: write all five systems for everyone
+        wh.execute(
+            "insert into nba_predictions.player_prop_predictions"
+            " (prediction_id, system_id, player_lookup, game_id, game_date, is_active,"
+            " created_at)"
+            " select player_lookup || system_id, system_id, player_lookup, game_id, game_date,"
+            " true, now() from nba_orchestration.fct_pending_players,"
+            " (select unnest(['moving_average', 'zone_matchup_v1', 'similarity_balanced_v1',"
+            " 'xgboost_v1', 'ensemble_v1']) as system_id)"
+            " where game_date = @game_date",
+            {"game_date": GAME_DATE},
+        )
+    finally:
+        wh.close()
+    ok = Dispatcher(settings).status(GAME_DATE)
+    assert (ok.outcome, ok.exit_code, ok.alerts) == ("ok", 0, [])
+
+
+def test_status_alert_is_sent_once_then_suppressed(settings):
+    first = Dispatcher(settings).status(GAME_DATE)
+    second = Dispatcher(settings).status(GAME_DATE)
+    assert first.alerts[0]["status"] == "sent"
+    assert second.alerts[0]["status"] == "suppressed"
+
+
+def test_plan_explains_every_expected_player(settings):
+    counts = SPEC.counts()
+    result = Dispatcher(settings).plan(GAME_DATE)
+    assert len(result.plan) == counts.expected
+    publish = [item for item in result.plan if item["action"] == "publish"]
+    assert len(publish) == counts.pending
+    assert {item["state"] for item in result.plan if item["action"] == "skip"} == {
+        "predicted", "in_flight", "not_ready",
+    }  # fmt: skip
+    assert all(item["reason"] for item in result.plan)
+    assert result.players_filtered == counts.players - counts.expected
+    assert _outbox(settings) == []  # a dry run
+
+
+def test_force_requests_predicted_players_as_a_new_batch(settings):
+    counts = SPEC.counts()
+    result = Dispatcher(settings).start(GAME_DATE, force=True)
+    assert result.requests_published == counts.pending + counts.predicted
+
+
+def test_every_invocation_writes_one_run_log_row(settings):
+    before = _runs(settings)
+    Dispatcher(settings).plan(GAME_DATE)
+    Dispatcher(settings).trigger(GAME_DATE)
+    Dispatcher(settings).status(GAME_DATE)
+    assert _runs(settings) == before + 3
+
+
+# -- the CLI: JSON, exit codes, bad input ---------------------------------------------------
+
+
+def _invoke(settings, args):
+    env = {"DISPATCHER_DUCKDB_PATH": str(settings.duckdb_path), "DISPATCHER_WAREHOUSE": "duckdb",
+           "DISPATCHER_TRANSPORT": "local"}  # fmt: skip
+    return CliRunner().invoke(cli, args, env=env, catch_exceptions=False)
+
+
+def test_cli_trigger_json(settings):
+    result = _invoke(settings, ["trigger", "--event", json.dumps({"game_date": str(GAME_DATE)}),
+                                "--json"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout.strip().splitlines()[-1])
+    assert set(payload) >= {
+        "game_date", "trigger_source", "outcome", "players_expected", "players_ready",
+        "players_predicted", "players_in_flight", "requests_published", "batch_id",
+        "alerts", "duration_ms",
+    }  # fmt: skip
+    assert payload["requests_published"] == SPEC.counts().pending
+
+
+@pytest.mark.parametrize(
+    ("args", "reason"),
+    [
+        (["trigger", "--event", "{not json"], "not valid JSON"),
+        (["trigger", "--event", "[1, 2]"], "must be a JSON object"),
+        (["trigger", "--event", "{}"], "no game_date"),
+        (["trigger", "--event", '{"game_date": "2026-02-30"}'], "not a calendar date"),
+        (["trigger", "--event", '{"game_date": "2031-01-01"}'], "days after today"),
+        (["trigger", "--event", '{"game_date": 20261128}'], "game_date must be a string"),
+        (["trigger", "--event", '{"game_date": "2026-11-28", "players_ready": "many"}'],
+         "players_ready must be an integer"),  # fmt: skip
+        (["trigger", "--event", '{"game_date": "2026-11-28\'; drop table x; --"}'],
+         "must be YYYY-MM-DD"),  # fmt: skip
+        (["trigger", "--event", '{"game_date": "2026-11-28", "event_type": "other"}'],
+         "event_type"),  # fmt: skip
+        (["retry", "--game-date", "2026-13-01"], "not a date"),
+        (["status", "--game-date", "3026-01-01"], "days after today"),
+        (["start", "--wait-minutes", "-1"], "-1"),
+    ],
+)
+def test_bad_input_exits_2_and_changes_nothing(settings, args, reason):
+    before_runs, before_ledger = _runs(settings), len(_ledger(settings))
+    result = _invoke(settings, args)
+    assert result.exit_code == 2
+    assert reason in result.output
+    assert _runs(settings) == before_runs
+    assert len(_ledger(settings)) == before_ledger
+    assert _outbox(settings) == []
+
+
+def test_huge_event_is_refused(settings):
+    result = _invoke(
+        settings, ["trigger", "--event", json.dumps({"game_date": "2026-11-28", "x": "a" * 70_000})]
+    )
+    assert result.exit_code == 2
+    assert "larger than" in result.output
+
+
+# -- the same story on Pub/Sub and on BigQuery ------------------------------------------------
+
+
+def _pull_all(project: str, subscription: str, expected: int) -> list:
+    from google.cloud import pubsub_v1
+
+    subscriber = pubsub_v1.SubscriberClient()
+    path = subscriber.subscription_path(project, subscription)
+    received = []
+    try:
+        for _ in range(50):
+            response = subscriber.pull(
+                request={"subscription": path, "max_messages": 100}, timeout=10
+            )
+            if not response.received_messages:
+                if len(received) >= expected:
+                    break
+                continue
+            received += [m.message for m in response.received_messages]
+            subscriber.acknowledge(
+                request={"subscription": path,
+                         "ack_ids": [m.ack_id for m in response.received_messages]},
+                timeout=10,
+            )  # fmt: skip
+    finally:
+        subscriber.close()
+    return received
+
+
+def _pubsub_project(monkeypatch, pubsub_emulator, project: str) -> None:
+    from dispatcher.transport_pubsub import ensure_subscription, ensure_topics
+
+    monkeypatch.setenv("PUBSUB_EMULATOR_HOST", pubsub_emulator.host)
+    ensure_topics(project, ["prediction-request"])
+    ensure_subscription(project, "prediction-request", "worker")
+
+
+def test_duckdb_with_pubsub_end_to_end(settings, pubsub_emulator, monkeypatch):
+    _pubsub_project(monkeypatch, pubsub_emulator, "duckdb-e2e")
+    settings = settings.with_(transport="pubsub", gcp_project="duckdb-e2e")
+    result = Dispatcher(settings).trigger(GAME_DATE)
+    pending = SPEC.counts().pending
+    assert (result.exit_code, result.requests_published) == (0, pending)
+    messages = _pull_all("duckdb-e2e", "worker", pending)
+    assert len(messages) == pending
+    ids = {m.attributes["request_id"] for m in messages}
+    confirmed = {row["request_id"]: row["message_id"] for row in _ledger(settings)
+                 if row["batch_id"] == result.batch_id}  # fmt: skip
+    assert ids == set(confirmed)
+    assert {m.message_id for m in messages} == set(confirmed.values())
+    assert Dispatcher(settings).trigger(GAME_DATE).requests_published == 0
+
+
+BQ_DATE = dt.date(2026, 11, 12)
+BQ_SPEC = SlateSpec(game_date=BQ_DATE, share_predicted=0.2, share_in_flight=0.1, seed=12)
+
+
+def test_bigquery_with_pubsub_end_to_end(
+    bigquery_emulator, bigquery_client, pubsub_emulator, monkeypatch, tmp_path
+):
+    _pubsub_project(monkeypatch, pubsub_emulator, "bq-e2e")
+    settings = Settings(
+        warehouse="bigquery", gcp_project="nba-test", transport="pubsub",
+        bigquery_api_endpoint=bigquery_emulator.url, dbt_target_path=tmp_path / "target",
+    )  # fmt: skip
+    slate = generate_slate(BQ_SPEC)
+    write_bigquery(bigquery_client, "nba-test", slate)
+    dbt.build(settings)
+    write_bigquery(bigquery_client, "nba-test", slate, include_ledger=True)
+
+    class BigQueryDispatcher(Dispatcher):
+        def _default_transport(self, warehouse):
+            from dispatcher.transport_pubsub import PubSubTransport
+
+            return PubSubTransport("bq-e2e", publish_timeout=10)
+
+    counts = BQ_SPEC.counts()
+    result = BigQueryDispatcher(settings).trigger(BQ_DATE)
+    assert (result.exit_code, result.requests_published) == (0, counts.pending), result.error
+    messages = _pull_all("bq-e2e", "worker", counts.pending)
+    assert len({m.attributes["player_lookup"] for m in messages}) == counts.pending
+    wh = connect(settings)
+    try:
+        rows = ledger.requests(wh, BQ_DATE)
+        coverage = marts.coverage(wh, BQ_DATE)
+    finally:
+        wh.close()
+    published = [r for r in rows if r["batch_id"] == result.batch_id]
+    assert len(published) == counts.pending
+    assert all(r["message_id"] for r in published)
+    assert coverage["players_pending"] == 0
+    assert coverage["players_in_flight"] == counts.in_flight + counts.pending
+    again = BigQueryDispatcher(settings).retry(BQ_DATE)
+    assert (again.outcome, again.requests_published) == ("nothing_pending", 0)
