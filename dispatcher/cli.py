@@ -127,7 +127,11 @@ def _summary(result) -> str:
         f"  expected {result.players_expected}, ready {result.players_ready},"
         f" predicted {result.players_predicted}, in flight {result.players_in_flight}",
     ]
-    if result.batch_id:
+    if result.dates is not None:
+        busy = sum(1 for day in result.dates if day["requests_published"])
+        lines.append(f"  {len(result.dates)} dates with a slate, {busy} had requests to publish;"
+                     f" published {result.requests_published}")  # fmt: skip
+    elif result.batch_id:
         lines.append(f"  published {result.requests_published} in batch {result.batch_id}")
     if result.requests_failed:
         lines.append(f"  FAILED to publish {result.requests_failed} (claims released)")
@@ -220,3 +224,25 @@ def status(game_date, as_json) -> None:
 def plan(game_date, force, as_json) -> None:
     """Dry run: who would be published, and why each other player is not."""
     _finish(_dispatcher().plan(_checked_date(game_date), force=force), as_json)
+
+
+@cli.command()
+@click.option("--start", "start_date", type=GameDate(), required=True, help="First game date.")
+@click.option("--end", "end_date", type=GameDate(), required=True, help="Last game date.")
+@click.option("--chunk-days", type=click.IntRange(1, 366), default=10, show_default=True,
+              help="Dates claimed and published together.")  # fmt: skip
+@_json_option
+def backfill(start_date, end_date, chunk_days, as_json) -> None:
+    """Dispatch what is pending on every date of a range, with a progress bar; re-runs
+    skip the dates with nothing pending."""
+    start_date, end_date = _checked_date(start_date), _checked_date(end_date)
+    if end_date < start_date:
+        raise click.BadParameter(f"{end_date} is before --start {start_date}",
+                                 param_hint="'--end'")  # fmt: skip
+    days = (end_date - start_date).days + 1
+    with click.progressbar(length=days, label="backfill", file=click.get_text_stream("stderr"),
+                           show_pos=True) as bar:  # fmt: skip
+        result = _dispatcher().backfill(
+            start_date, end_date, chunk_days=chunk_days, progress=bar.update
+        )
+    _finish(result, as_json)

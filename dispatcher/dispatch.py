@@ -21,7 +21,7 @@ import alerts as alerting
 from . import ledger, marts
 from .config import Settings
 from .logs import log
-from .transport import REQUEST_TOPIC, OutgoingMessage, Transport
+from .transport import REQUEST_TOPIC, OutgoingMessage, PublishResult, Transport
 from .warehouse import Warehouse, connect
 
 RUN_LOG = "nba_orchestration.dispatch_runs"
@@ -50,6 +50,8 @@ class RunResult:
     plan: list[dict[str, Any]] | None = None
     #: Phase 3 players not expected to play (plan only).
     players_filtered: int | None = None
+    #: Per-date results (backfill only).
+    dates: list[dict[str, Any]] | None = None
 
     def as_json(self) -> dict[str, Any]:
         out = {
@@ -69,6 +71,8 @@ class RunResult:
             out["requests_failed"] = self.requests_failed
         if self.error:
             out["error"] = self.error
+        if self.dates is not None:
+            out["dates"] = self.dates
         if self.plan is not None:
             out["plan"] = self.plan
             out["players_filtered"] = self.players_filtered
@@ -120,7 +124,13 @@ class Dispatcher:
         )
 
     @contextlib.contextmanager
-    def _run(self, command: str, game_date: dt.date, trigger_source: str) -> Iterator[RunResult]:
+    def _run(
+        self,
+        command: str,
+        game_date: dt.date,
+        trigger_source: str,
+        warehouse: Warehouse | None = None,
+    ) -> Iterator[RunResult]:
         result = RunResult(game_date=game_date, command=command, trigger_source=trigger_source)
         started = dt.datetime.now(dt.UTC).replace(tzinfo=None)
         t0 = time.perf_counter()
@@ -134,13 +144,15 @@ class Dispatcher:
             log("ERROR", result.error, game_date=game_date.isoformat(), run_id=result.run_id)
         finally:
             result.duration_ms = int((time.perf_counter() - t0) * 1000)
-            self._record(result, started)
+            self._record(result, started, warehouse)
             log("INFO", f"{command} finished: {result.outcome}",
                 game_date=game_date.isoformat(), run_id=result.run_id,
                 outcome=result.outcome, requests_published=result.requests_published,
                 duration_ms=result.duration_ms)  # fmt: skip
 
-    def _record(self, result: RunResult, started: dt.datetime) -> None:
+    def _record(
+        self, result: RunResult, started: dt.datetime, warehouse: Warehouse | None
+    ) -> None:
         row = {
             "run_id": result.run_id, "game_date": result.game_date, "command": result.command,
             "trigger_source": result.trigger_source, "batch_id": result.batch_id,
@@ -155,9 +167,13 @@ class Dispatcher:
         }  # fmt: skip
         columns = ", ".join(row)
         values = ", ".join(f"@{key}" for key in row)
+        sql = f"insert into {RUN_LOG} ({columns}) values ({values})"
         try:
-            with self.warehouse() as wh:
-                wh.execute(f"insert into {RUN_LOG} ({columns}) values ({values})", row)
+            if warehouse is not None:
+                warehouse.execute(sql, row)
+            else:
+                with self.warehouse() as wh:
+                    wh.execute(sql, row)
         except Exception as exc:  # the run log must never turn a good run into a failure
             log("ERROR", f"run log write failed: {type(exc).__name__}: {exc}",
                 game_date=result.game_date.isoformat(), run_id=result.run_id)  # fmt: skip
@@ -237,24 +253,58 @@ class Dispatcher:
         return result
 
     def _publish(self, wh: Warehouse, result: RunResult, claimed: list[dict[str, Any]]) -> None:
-        requested_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-        messages = [
-            request_message(row, result.batch_id, result.trigger_source, requested_at)
-            for row in claimed
-        ]
-        transport = self._transport_factory(wh)
-        try:
+        messages = self._messages(result, claimed, result.batch_id)
+        with self._transport(wh) as transport:
             outcomes = transport.publish(
                 REQUEST_TOPIC, messages, timeout=self.settings.publish_timeout_seconds
             )
+        self._settle(wh, result, outcomes, result.batch_id, result.game_date, result.game_date)
+
+    @contextlib.contextmanager
+    def _transport(self, wh: Warehouse) -> Iterator[Transport]:
+        transport = self._transport_factory(wh)
+        try:
+            yield transport
         finally:
             with contextlib.suppress(Exception):
                 transport.close()
+
+    @staticmethod
+    def _messages(
+        result: RunResult, claimed: list[dict[str, Any]], batch_id: str
+    ) -> list[OutgoingMessage]:
+        requested_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        return [
+            request_message(row, batch_id, result.trigger_source, requested_at)
+            for row in claimed
+        ]
+
+    def _settle(
+        self,
+        wh: Warehouse,
+        result: RunResult,
+        outcomes: list[PublishResult],
+        batch_id: str,
+        first: dt.date,
+        last: dt.date,
+    ) -> None:
+        """Confirm what the transport acknowledged, release the rest of the batch's claims."""
         acknowledged = [(o.request_id, o.message_id) for o in outcomes if o.ok]
-        ledger.confirm(wh, result.game_date, acknowledged)
-        ledger.release(wh, result.game_date, result.batch_id)
-        result.requests_published = len(acknowledged)
-        result.requests_failed = len(outcomes) - len(acknowledged)
+        for attempt in range(3):
+            try:
+                ledger.confirm(wh, first, acknowledged, through=last)
+                break
+            except Exception:
+                if attempt == 2:
+                    # The claims stay (as leases): nothing is re-sent inside the lease.
+                    log("ERROR", "confirm failed for acknowledged requests",
+                        game_date=result.game_date.isoformat(), run_id=result.run_id,
+                        acknowledged=acknowledged)  # fmt: skip
+                    raise
+                self.sleep(0.5 * (attempt + 1))
+        ledger.release(wh, first, batch_id, through=last)
+        result.requests_published += len(acknowledged)
+        result.requests_failed += len(outcomes) - len(acknowledged)
         for failure in [o for o in outcomes if not o.ok][:5]:
             log("ERROR", f"publish failed: {failure.error}", request_id=failure.request_id,
                 game_date=result.game_date.isoformat(), run_id=result.run_id)  # fmt: skip
@@ -263,13 +313,13 @@ class Dispatcher:
 
     def trigger(self, game_date: dt.date, *, trigger_source: str = "pubsub") -> RunResult:
         """Primary path: dispatch what is pending now; never waits; refuses when critical."""
-        with self._run("trigger", game_date, trigger_source) as result, self.warehouse() as wh:
+        with self.warehouse() as wh, self._run("trigger", game_date, trigger_source, wh) as result:
             self._dispatch(wh, result, refuse_critical=True)
         return result
 
     def retry(self, game_date: dt.date, *, trigger_source: str = "retry") -> RunResult:
         """Publish what is pending now, whatever the readiness."""
-        with self._run("retry", game_date, trigger_source) as result, self.warehouse() as wh:
+        with self.warehouse() as wh, self._run("retry", game_date, trigger_source, wh) as result:
             self._dispatch(wh, result, refuse_critical=False)
         return result
 
@@ -307,7 +357,7 @@ class Dispatcher:
 
     def status(self, game_date: dt.date, *, trigger_source: str = "scheduler") -> RunResult:
         """Coverage check (07:00 PT): alert below 90 %, critical below 50 % or at 0."""
-        with self._run("status", game_date, trigger_source) as result, self.warehouse() as wh:
+        with self.warehouse() as wh, self._run("status", game_date, trigger_source, wh) as result:
             coverage = marts.coverage(wh, game_date)
             self._counts(result, coverage)
             level = coverage["alert_level"] if coverage else "critical"
@@ -324,9 +374,90 @@ class Dispatcher:
                 )])  # fmt: skip
         return result
 
+    def backfill(
+        self,
+        start: dt.date,
+        end: dt.date,
+        *,
+        chunk_days: int = 10,
+        progress: Callable[[int], None] | None = None,
+        trigger_source: str = "backfill",
+    ) -> RunResult:
+        """Publish what is pending on every date from start through end, chunk_days
+        dates per claim and publish (memory stays bounded by one chunk). Dates with
+        nothing pending are skipped, so a re-run resumes where a failed one stopped."""
+        if end < start:
+            raise ValueError(f"backfill end {end} is before start {start}")
+        with (
+            self.warehouse() as wh,
+            self._run("backfill", start, trigger_source, wh) as result,
+            self._transport(wh) as transport,
+        ):
+            published: dict[dt.date, int] = {}
+            in_flight = None  # the previous chunk, on the wire while the next is claimed
+            first = start
+            while first <= end:
+                last = min(first + dt.timedelta(days=chunk_days - 1), end)
+                batch_id = uuid.uuid4().hex
+                claimed = ledger.claim(
+                    wh, first, batch_id=batch_id, trigger_source=trigger_source, through=last
+                )
+                submitted = None
+                if claimed:
+                    result.batch_id = batch_id
+                    submitted = (
+                        _submit(transport, self._messages(result, claimed, batch_id),
+                                self.settings.publish_timeout_seconds),
+                        {row["request_id"]: row["game_date"] for row in claimed},
+                        batch_id, first, last,
+                    )  # fmt: skip
+                if in_flight is not None:
+                    self._settle_chunk(wh, result, in_flight, published)
+                in_flight = submitted
+                if progress is not None:
+                    progress((last - first).days + 1)
+                first = last + dt.timedelta(days=1)
+            if in_flight is not None:
+                self._settle_chunk(wh, result, in_flight, published)
+            result.dates = []
+            for row in wh.query(
+                f"select * from {marts.COVERAGE}"
+                " where game_date between @game_date and @through order by game_date",
+                {"game_date": start, "through": end},
+            ):
+                result.dates.append({
+                    "game_date": row["game_date"].isoformat(),
+                    "requests_published": published.get(row["game_date"], 0),
+                    "players_expected": row["players_expected"],
+                    "players_predicted": row["players_predicted"],
+                    "players_in_flight": row["players_in_flight"],
+                    "players_pending": row["players_pending"],
+                })  # fmt: skip
+                result.players_expected += row["players_expected"]
+                result.players_ready += row["players_ready"]
+                result.players_predicted += row["players_predicted"]
+                result.players_in_flight += row["players_in_flight"]
+            if result.requests_failed:
+                result.outcome, result.exit_code = "publish_failed", EXIT_ERROR
+                result.error = (
+                    f"{result.requests_failed} publishes failed; their claims were released"
+                )
+            else:
+                result.outcome = "dispatched" if result.requests_published else "nothing_pending"
+        return result
+
+    def _settle_chunk(self, wh, result, chunk, published: dict[dt.date, int]) -> None:
+        waiting, dates, batch_id, first, last = chunk
+        outcomes = waiting()
+        self._settle(wh, result, outcomes, batch_id, first, last)
+        for outcome in outcomes:
+            if outcome.ok:
+                day = dates[outcome.request_id]
+                published[day] = published.get(day, 0) + 1
+
     def plan(self, game_date: dt.date, *, force: bool = False) -> RunResult:
         """Dry run: who would be published, and why each other expected player is not."""
-        with self._run("plan", game_date, "manual") as result, self.warehouse() as wh:
+        with self.warehouse() as wh, self._run("plan", game_date, "manual", wh) as result:
             readiness = marts.readiness(wh, game_date)
             self._counts(result, marts.coverage(wh, game_date))
             claimable = ledger.FORCE_CLAIMABLE if force else ledger.CLAIMABLE
@@ -350,6 +481,18 @@ class Dispatcher:
                 (readiness or {}).get("players_in_slate", 0) - result.players_expected
             )
         return result
+
+
+def _submit(
+    transport: Transport, messages: list[OutgoingMessage], timeout: float
+) -> Callable[[], list[PublishResult]]:
+    """Start publishing; the returned call waits for the results. Transports that
+    cannot publish in the background publish here and now."""
+    submit = getattr(transport, "submit", None)
+    if submit is None:
+        outcomes = transport.publish(REQUEST_TOPIC, messages, timeout=timeout)
+        return lambda: outcomes
+    return submit(REQUEST_TOPIC, messages, timeout=timeout).results
 
 
 def request_message(

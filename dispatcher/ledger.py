@@ -50,40 +50,58 @@ def utc_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
 
 
-_ENSURE_LOCK_ROW = f"""
+# Claims cover the dates from @game_date through @through (one date, or a backfill range).
+# DuckDB only (BigQuery claims with one MERGE): a lock row for every date of the range.
+_ENSURE_LOCK_ROWS = f"""
 insert into {LOCKS} (game_date, holder_batch_id, locked_at)
 select game_date, cast(null as string), cast(null as timestamp)
-from (select @game_date as game_date) as candidate
-where not exists (select 1 from {LOCKS} where game_date = @game_date)
+from (select unnest(@dates) as game_date) as dates
+where game_date not in (
+    select game_date from {LOCKS} where game_date between @game_date and @through
+)
 """
 
 _TAKE_LOCK = f"""
 update {LOCKS}
 set holder_batch_id = @batch_id, locked_at = @claimed_at
-where game_date = @game_date
+where game_date between @game_date and @through
 """
 
-_CLAIM = f"""
+# DuckDB: the claimed players are selected once, inside the claim transaction, into a
+# connection-local table that both the ledger insert and the caller read.
+_SELECT_CLAIMS = f"""
+create or replace temp table dispatch_claims as
+select
+    concat(
+        cast(game_date as string), '/', player_lookup, '/',
+        cast(request_attempts + 1 as string)
+    ) as request_id,
+    request_attempts + 1 as attempt,
+    cast(@claimed_at as timestamp) as claimed_at,
+    game_date,
+    player_lookup,
+    game_id,
+    team_abbr,
+    opponent_team_abbr,
+    is_home,
+    current_points_line
+from {PENDING}
+where game_date between @game_date and @through and state in (select * from unnest(@states))
+"""
+
+_INSERT_CLAIMS = f"""
 insert into {LEDGER} (
     request_id, game_date, player_lookup, game_id, attempt,
     batch_id, trigger_source, claimed_at, published_at, message_id
 )
 select
-    concat(
-        cast(game_date as string), '/', player_lookup, '/',
-        cast(request_attempts + 1 as string)
-    ),
-    game_date,
-    player_lookup,
-    game_id,
-    request_attempts + 1,
-    @batch_id,
-    @trigger_source,
-    @claimed_at,
-    cast(null as timestamp),
-    cast(null as string)
-from {PENDING}
-where game_date = @game_date and state in (select * from unnest(@states))
+    request_id, game_date, player_lookup, game_id, attempt,
+    @batch_id, @trigger_source, claimed_at, cast(null as timestamp), cast(null as string)
+from dispatch_claims
+"""
+
+_CLAIMS_SELECTED = """
+select * from dispatch_claims order by game_date, player_lookup
 """
 
 _CLAIMED = f"""
@@ -102,10 +120,10 @@ from {LEDGER} as ledger
 inner join {PENDING} as players
     on ledger.game_date = players.game_date and ledger.player_lookup = players.player_lookup
 where
-    ledger.game_date = @game_date
-    and players.game_date = @game_date
+    ledger.game_date between @game_date and @through
+    and players.game_date between @game_date and @through
     and ledger.batch_id = @batch_id
-order by ledger.player_lookup
+order by ledger.game_date, ledger.player_lookup
 """
 
 _CLAIM_MERGE = f"""
@@ -121,9 +139,9 @@ using (
         game_id,
         request_attempts + 1 as attempt
     from {PENDING}
-    where game_date = @game_date and state in (select * from unnest(@states))
+    where game_date between @game_date and @through and state in (select * from unnest(@states))
 ) as claims
-on ledger.game_date = @game_date and ledger.request_id = claims.request_id
+on ledger.game_date between @game_date and @through and ledger.request_id = claims.request_id
 when matched then update set claimed_at = ledger.claimed_at
 when not matched then insert (
     request_id, game_date, player_lookup, game_id, attempt,
@@ -142,7 +160,7 @@ set published_at = @published_at, message_id = acked.message_id
 from (
     select unnest(@request_ids) as request_id, unnest(@message_ids) as message_id
 ) as acked
-where ledger.game_date = @game_date and ledger.request_id = acked.request_id
+where ledger.game_date between @game_date and @through and ledger.request_id = acked.request_id
 """,
     # The emulator binds array parameters in UPDATE ... FROM wrongly; MERGE works on both.
     "bigquery": f"""
@@ -153,14 +171,17 @@ using (
     inner join unnest(@message_ids) as message_id with offset as message_position
         on request_position = message_position
 ) as acked
-on ledger.game_date = @game_date and ledger.request_id = acked.request_id
+on ledger.game_date between @game_date and @through and ledger.request_id = acked.request_id
 when matched then update set published_at = @published_at, message_id = acked.message_id
 """,
 }
 
 _RELEASE = f"""
 delete from {LEDGER}
-where game_date = @game_date and batch_id = @batch_id and published_at is null
+where
+    game_date between @game_date and @through
+    and batch_id = @batch_id
+    and published_at is null
 """
 
 
@@ -172,26 +193,29 @@ def claim(
     trigger_source: str,
     force: bool = False,
     now: dt.datetime | None = None,
+    through: dt.date | None = None,
     max_attempts: int = 20,
 ) -> list[dict[str, Any]]:
-    """Claim every claimable player of the date for this batch; the claimed rows."""
+    """Claim every claimable player of the date (through `through`) for this batch;
+    the claimed rows, ordered by date and player."""
+    dates = {"game_date": game_date, "through": through or game_date}
     params = {
-        "game_date": game_date,
+        **dates,
         "batch_id": batch_id,
         "trigger_source": trigger_source,
         "claimed_at": now or utc_now(),
         "states": list(FORCE_CLAIMABLE if force else CLAIMABLE),
     }
     if warehouse.kind == "duckdb":
-        warehouse.execute(_ENSURE_LOCK_ROW, {"game_date": game_date})
+        days = (params["through"] - game_date).days + 1
+        warehouse.execute(
+            _ENSURE_LOCK_ROWS,
+            {**dates, "dates": [game_date + dt.timedelta(days=i) for i in range(days)]},
+        )
     delay = 0.05
     for attempt in range(1, max_attempts + 1):
         try:
-            if warehouse.kind == "duckdb":
-                warehouse.transaction([_TAKE_LOCK, _CLAIM], params)
-            else:
-                warehouse.conflicting(_CLAIM_MERGE, params)
-            break
+            return _claim_once(warehouse, params)
         except TransactionConflict:
             if attempt == max_attempts:
                 raise ClaimContention(
@@ -199,7 +223,16 @@ def claim(
                 ) from None
             time.sleep(delay * (1 + random.random()))
             delay = min(delay * 2, 2.0)
-    return warehouse.query(_CLAIMED, {"game_date": game_date, "batch_id": batch_id})
+    raise AssertionError("unreachable")
+
+
+def _claim_once(warehouse: Warehouse, params: dict[str, Any]) -> list[dict[str, Any]]:
+    if warehouse.kind == "duckdb":
+        warehouse.transaction([_TAKE_LOCK, _SELECT_CLAIMS, _INSERT_CLAIMS], params)
+        return warehouse.query(_CLAIMS_SELECTED)
+    warehouse.conflicting(_CLAIM_MERGE, params)
+    keys = ("game_date", "through", "batch_id")
+    return warehouse.query(_CLAIMED, {key: params[key] for key in keys})
 
 
 def confirm(
@@ -208,6 +241,7 @@ def confirm(
     acknowledged: Sequence[tuple[str, str]],
     *,
     published_at: dt.datetime | None = None,
+    through: dt.date | None = None,
 ) -> None:
     """Record (request_id, message_id) pairs the transport acknowledged."""
     if not acknowledged:
@@ -216,6 +250,7 @@ def confirm(
         _CONFIRM[warehouse.kind],
         {
             "game_date": game_date,
+            "through": through or game_date,
             "published_at": published_at or utc_now(),
             "request_ids": [request for request, _ in acknowledged],
             "message_ids": [message for _, message in acknowledged],
@@ -223,9 +258,13 @@ def confirm(
     )
 
 
-def release(warehouse: Warehouse, game_date: dt.date, batch_id: str) -> None:
+def release(
+    warehouse: Warehouse, game_date: dt.date, batch_id: str, *, through: dt.date | None = None
+) -> None:
     """Drop this batch's unconfirmed claims so the players are pending again now."""
-    warehouse.execute(_RELEASE, {"game_date": game_date, "batch_id": batch_id})
+    warehouse.execute(
+        _RELEASE, {"game_date": game_date, "through": through or game_date, "batch_id": batch_id}
+    )
 
 
 def requests(warehouse: Warehouse, game_date: dt.date) -> list[dict[str, Any]]:

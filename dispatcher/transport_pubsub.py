@@ -72,7 +72,9 @@ class PubSubTransport:
         project: str,
         *,
         batch_max_messages: int = 1000,
-        batch_max_latency: float = 0.05,
+        # A dispatch publishes once and waits: a short timer sends the last, part-filled
+        # batch without idling (full batches go at once anyway).
+        batch_max_latency: float = 0.01,
         publish_timeout: float = 10.0,
     ) -> None:
         if not project:
@@ -101,16 +103,21 @@ class PubSubTransport:
         message too large, stopped publisher) or a failed/unfinished future becomes
         that message's error.
         """
-        if not messages:
-            return []
+        return self.submit(topic, messages, timeout=timeout).results()
+
+    def submit(
+        self, topic: str, messages: Sequence[OutgoingMessage], *, timeout: float | None = None
+    ) -> SubmittedBatch:
+        """Hand every message to the publisher's background batches and return at once;
+        `results()` on the returned batch waits for the acknowledgements. Lets a caller
+        prepare the next batch while this one is on the wire."""
         overall = self.publish_timeout if timeout is None else float(timeout)
         if overall <= 0:
             raise ValueError("timeout must be positive")
         rpc_deadline = min(self.publish_timeout, overall)
         retry = bounded_retry(rpc_deadline)
         path = self.topic_path(topic)
-        started = time.monotonic()
-        deadline = started + overall
+        deadline = time.monotonic() + overall
 
         pending: list[tuple[OutgoingMessage, Any]] = []
         for message in messages:
@@ -122,17 +129,11 @@ class PubSubTransport:
                 pending.append((message, exc))
             else:
                 pending.append((message, future))
-
-        results: list[PublishResult] = []
-        for message, future in pending:
-            if isinstance(future, BaseException):
-                results.append(PublishResult(message.request_id, error=_error(future)))
-                continue
-            results.append(_gather(message, future, deadline, overall))
-        return results
+        return SubmittedBatch(pending, deadline, overall)
 
     def close(self) -> None:
-        """Flush what is left (stop() is non-blocking) and close the channel."""
+        """Flush what is left. stop() does not block; the channel is left to the client's
+        finaliser because a batch thread may still be retrying on it."""
         if self._closed:
             return
         self._closed = True
@@ -140,16 +141,32 @@ class PubSubTransport:
             self._publisher.stop()
         except Exception:  # already stopped, or a channel already gone
             pass
-        try:
-            self._publisher.transport.close()
-        except Exception:
-            pass
 
     def __enter__(self) -> PubSubTransport:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+class SubmittedBatch:
+    """Messages handed to the publisher; `results()` gathers one result per message."""
+
+    def __init__(
+        self, pending: list[tuple[OutgoingMessage, Any]], deadline: float, overall: float
+    ) -> None:
+        self._pending = pending
+        self._deadline = deadline
+        self._overall = overall
+
+    def results(self) -> list[PublishResult]:
+        results: list[PublishResult] = []
+        for message, future in self._pending:
+            if isinstance(future, BaseException):
+                results.append(PublishResult(message.request_id, error=_error(future)))
+            else:
+                results.append(_gather(message, future, self._deadline, self._overall))
+        return results
 
 
 def _gather(message: OutgoingMessage, future: Any, deadline: float, overall: float):

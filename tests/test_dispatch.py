@@ -8,6 +8,7 @@ import json
 import shutil
 
 import pytest
+import scenarios
 from click.testing import CliRunner
 
 from dispatcher import dbt, ledger, marts
@@ -366,22 +367,19 @@ def test_duckdb_with_pubsub_end_to_end(settings, pubsub_emulator, monkeypatch):
     assert Dispatcher(settings).trigger(GAME_DATE).requests_published == 0
 
 
-BQ_DATE = dt.date(2026, 11, 12)
-BQ_SPEC = SlateSpec(game_date=BQ_DATE, share_predicted=0.2, share_in_flight=0.1, seed=12)
+#: A date of its own on the shared BigQuery emulator, whose marts the scenarios built.
+BQ_DATE = dt.date(2026, 11, 14)
+BQ_SPEC = SlateSpec(
+    game_date=BQ_DATE, share_predicted=0.2, share_in_flight=0.1, seed=14, now=scenarios.NOW
+)
 
 
 def test_bigquery_with_pubsub_end_to_end(
-    bigquery_emulator, bigquery_client, pubsub_emulator, monkeypatch, tmp_path
+    bigquery_scenarios, bigquery_client, pubsub_emulator, monkeypatch
 ):
     _pubsub_project(monkeypatch, pubsub_emulator, "bq-e2e")
-    settings = Settings(
-        warehouse="bigquery", gcp_project="nba-test", transport="pubsub",
-        bigquery_api_endpoint=bigquery_emulator.url, dbt_target_path=tmp_path / "target",
-    )  # fmt: skip
-    slate = generate_slate(BQ_SPEC)
-    write_bigquery(bigquery_client, "nba-test", slate)
-    dbt.build(settings)
-    write_bigquery(bigquery_client, "nba-test", slate, include_ledger=True)
+    settings = bigquery_scenarios.with_(transport="pubsub")
+    write_bigquery(bigquery_client, "nba-test", generate_slate(BQ_SPEC), include_ledger=True)
 
     class BigQueryDispatcher(Dispatcher):
         def _default_transport(self, warehouse):
