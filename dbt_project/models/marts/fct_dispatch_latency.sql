@@ -55,6 +55,7 @@ joined as (
     select
         readiness.game_date,
         readiness.phase4_completed_at,
+        readiness.phase4_ready_at,
         first_request.first_requested_at,
         first_request.first_trigger_source,
         last_prediction.last_predicted_at,
@@ -64,7 +65,7 @@ joined as (
         and coverage.players_predicted = coverage.players_expected as is_complete,
         {{ local_time_to_utc('readiness.game_date', var('sla_local_time'), var('sla_timezone')) }}
             as sla_deadline_at,
-        {{ dbt.datediff('readiness.phase4_completed_at',
+        {{ dbt.datediff('readiness.phase4_ready_at',
                         'coalesce(first_request.first_requested_at, ' ~ as_of_timestamp() ~ ')',
                         'second') }} / 60.0 as minutes_waited
     from readiness
@@ -85,6 +86,7 @@ final as (
 
         -- milestones (UTC)
         phase4_completed_at,
+        phase4_ready_at,
         first_requested_at,
         last_predicted_at,
         sla_deadline_at,
@@ -94,12 +96,12 @@ final as (
 
         -- durations in minutes
         cast(round(
-            {{ dbt.datediff('phase4_completed_at', 'first_requested_at', 'second') }}
+            {{ dbt.datediff('phase4_ready_at', 'first_requested_at', 'second') }}
             / 60.0,
             1
         ) as numeric) as minutes_to_first_request,
         cast(round(
-            {{ dbt.datediff('phase4_completed_at', 'last_predicted_at', 'second') }}
+            {{ dbt.datediff('phase4_ready_at', 'last_predicted_at', 'second') }}
             / 60.0,
             1
         ) as numeric) as minutes_to_last_prediction,
@@ -109,7 +111,7 @@ final as (
         players_predicted,
         is_complete and last_predicted_at <= sla_deadline_at as is_sla_met,
         case
-            when phase4_completed_at is null then 'ok'
+            when phase4_ready_at is null then 'ok'
             when minutes_waited > {{ var('latency_critical_minutes') }} then 'critical'
             when minutes_waited > {{ var('latency_warning_minutes') }} then 'warning'
             else 'ok'

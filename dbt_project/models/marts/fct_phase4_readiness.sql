@@ -22,6 +22,7 @@ final as (
 
         -- Phase 4
         phase4_completed_at,
+        phase4_ready_at,
 
         -- thresholds, in integer arithmetic so that exactly 80 % is ready
         (
