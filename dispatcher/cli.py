@@ -52,30 +52,35 @@ def cli() -> None:
 @click.option(
     "--game-date", type=GameDate(), default=None, help="Game date (default: today in PT)."
 )
+@click.option("--transport", type=click.Choice(["local", "pubsub"]), default=None,
+              help="Override DISPATCHER_TRANSPORT; pubsub needs PUBSUB_EMULATOR_HOST.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def demo(game_date: dt.date | None, as_json: bool) -> None:
-    """Make a sample slate on the embedded DuckDB, build the models, show the marts."""
-    from .demo import run_demo
+def demo(game_date: dt.date | None, transport: str | None, as_json: bool) -> None:
+    """The whole loop on the embedded DuckDB: Phase 4 in two waves, the event, the
+    worker, the retry, the status check at 100 %, the coverage and latency marts."""
+    from .demo import DemoError, run_demo
 
     settings = _settings()
+    if transport:
+        settings = settings.with_(transport=transport)
     game_date = game_date or today_pacific()
     echo = (lambda _line: None) if as_json else click.echo
     try:
         result = run_demo(settings, game_date, echo=echo)
-    except (ValueError, RuntimeError) as exc:
+    except DemoError as exc:
         raise click.ClickException(str(exc)) from exc
     if as_json:
-        click.echo(
-            json.dumps(
-                {
-                    "game_date": result.game_date.isoformat(),
-                    "readiness": result.readiness,
-                    "coverage": result.coverage,
-                    "states": result.states,
-                },
-                default=str,
-            )
-        )
+        click.echo(json.dumps({
+            "game_date": result.game_date.isoformat(),
+            "first_wave": result.first_wave.as_json(),
+            "second_wave": result.second_wave.as_json(),
+            "status": result.status.as_json(),
+            "predicted_players": result.predicted_players,
+            "coverage": result.coverage,
+            "latency": result.latency,
+        }, default=str))  # fmt: skip
+    if result.status.exit_code:
+        raise SystemExit(result.status.exit_code)
 
 
 # -- dispatch commands -----------------------------------------------------------------
@@ -246,3 +251,38 @@ def backfill(start_date, end_date, chunk_days, as_json) -> None:
             start_date, end_date, chunk_days=chunk_days, progress=bar.update
         )
     _finish(result, as_json)
+
+
+@cli.command()
+@click.option("--source", type=click.Choice(["local", "pubsub"]), default=None,
+              help="Where requests come from (default: DISPATCHER_TRANSPORT).")  # fmt: skip
+@click.option("--subscription", default="prediction-request-worker", show_default=True,
+              help="Pub/Sub subscription on prediction-request.")  # fmt: skip
+@click.option("--max-messages", type=click.IntRange(1), default=None,
+              help="Stop after this many requests.")  # fmt: skip
+@click.option("--idle-exit-seconds", type=click.FloatRange(0, min_open=True), default=None,
+              help="Stop after this long without a request.")  # fmt: skip
+@click.option("--batch-size", type=click.IntRange(1, 1000), default=100, show_default=True,
+              help="Requests written per warehouse round trip.")  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def worker(source, subscription, max_messages, idle_exit_seconds, batch_size, as_json) -> None:
+    """Reference Phase 5 worker: consume requests, write the five systems' predictions."""
+    from .worker import WorkerError, run_worker
+
+    settings = _settings()
+    try:
+        result = run_worker(
+            settings, source=source or settings.transport, subscription=subscription,
+            max_messages=max_messages, idle_exit_seconds=idle_exit_seconds,
+            batch_size=batch_size,
+        )  # fmt: skip
+    except (WorkerError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    if as_json:
+        click.echo(json.dumps(result.as_json()))
+    else:
+        click.echo(
+            f"worker: {result.received} requests, {result.written_players} players written,"
+            f" {result.duplicates} duplicates, {result.failed} failed"
+            f" ({result.duration_ms} ms)"
+        )

@@ -1,65 +1,164 @@
-"""The embedded-default walk-through: a sample slate, the models, the marts."""
+"""The whole loop on one machine: Phase 4 in two waves, the completion event, the
+reference worker, the retry, the status check, and the marts analysts read."""
 
 from __future__ import annotations
 
 import datetime as dt
-from collections import Counter
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from . import dbt, display, marts
 from .config import Settings
+from .dispatch import Dispatcher, RunResult
 from .slate import SlateSpec, generate_slate, write_duckdb
 from .warehouse import connect
+from .worker import run_worker
 
 Echo = Callable[[str], None]
 
-READINESS_COLUMNS = [
-    "players_in_slate", "players_expected", "players_in_feature_store", "players_ready",
-    "ready_pct", "phase4_completed_at", "is_ready", "is_critical",
-]  # fmt: skip
+#: Share of the expected players Phase 4 makes ready in its first wave.
+FIRST_WAVE = 0.85
+DEMO_PROJECT = "nba-demo"
+
 COVERAGE_COLUMNS = [
     "players_expected", "players_ready", "players_predicted", "players_in_flight",
-    "players_pending", "players_not_ready", "players_missing", "coverage_pct", "alert_level",
+    "players_pending", "coverage_pct", "alert_level",
 ]  # fmt: skip
+LATENCY_COLUMNS = [
+    "phase4_ready_at", "first_requested_at", "first_trigger_source", "last_predicted_at",
+    "minutes_to_first_request", "minutes_to_last_prediction", "sla_deadline_at", "is_sla_met",
+]  # fmt: skip
+
+
+class DemoError(RuntimeError):
+    """The demo cannot run with these settings."""
 
 
 @dataclass(frozen=True)
 class DemoResult:
     game_date: dt.date
-    readiness: dict[str, Any]
+    first_wave: RunResult
+    second_wave: RunResult
+    status: RunResult
+    predicted_players: int
     coverage: dict[str, Any]
-    states: dict[str, int]
+    latency: dict[str, Any]
+
+
+def _utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(microsecond=0)
 
 
 def run_demo(settings: Settings, game_date: dt.date, echo: Echo = print) -> DemoResult:
-    """Write a sample slate for the date, build the models, print the marts."""
+    """Run the story on the embedded DuckDB (transport local, or pubsub on the emulator)."""
     if settings.warehouse != "duckdb":
-        raise ValueError("the demo runs on the embedded default (DISPATCHER_WAREHOUSE=duckdb)")
-    spec = SlateSpec(game_date=game_date, share_predicted=0.3, share_in_flight=0.1)
-    echo(f"1/3 sample slate for {game_date}: {spec.players} players on {spec.teams} teams")
+        raise DemoError("the demo runs on the embedded default (DISPATCHER_WAREHOUSE=duckdb)")
+    if settings.transport == "pubsub":
+        if not os.environ.get("PUBSUB_EMULATOR_HOST"):
+            raise DemoError("--transport pubsub needs PUBSUB_EMULATOR_HOST (the Pub/Sub emulator)")
+        settings = settings.with_(gcp_project=settings.gcp_project or DEMO_PROJECT)
+        _prepare_pubsub(settings.gcp_project)
+
+    now = _utc_now()
+    spec = SlateSpec(
+        game_date=game_date,
+        share_missing_features=0.0,
+        share_production_ready=FIRST_WAVE,
+        now=now,
+        phase4_completed_at=now,
+    )
+    counts = spec.counts()
     slate = generate_slate(spec)
+    echo(f"[1/7] sample slate for {game_date}: {counts.players} players on {spec.teams} teams,"
+         f" {counts.expected} expected to play")  # fmt: skip
     write_duckdb(settings.duckdb_path, slate)
-    echo(f"2/3 dbt build into {settings.duckdb_path} ...")
+    echo(f"[2/7] dbt build into {settings.duckdb_path} (models and tests)")
     dbt.build(settings)
-    # Requests already in flight go into the ledger, which the build created.
-    write_duckdb(settings.duckdb_path, slate, include_ledger=True)
-    echo("3/3 reading the marts\n")
+    _forget_earlier_runs(settings, slate)
+
+    dispatcher = Dispatcher(settings)
+    echo(f"[3/7] Phase 4 wave 1: {counts.ready} of {counts.expected} ready;"
+         " the completion event triggers the dispatcher")  # fmt: skip
+    first = dispatcher.trigger(game_date)
+    _check(first)
+    echo(f"      published {first.requests_published} requests ({settings.transport})")
+    worked = _work(settings, first.requests_published)
+    echo(f"[4/7] reference worker: {worked} players predicted by all five systems")
+
+    echo(f"[5/7] Phase 4 wave 2: the other {counts.not_ready} players become ready;"
+         " the 06:15 retry")  # fmt: skip
+    _second_wave(settings, game_date)
+    second = dispatcher.retry(game_date)
+    _check(second)
+    echo(f"      published {second.requests_published} requests")
+    worked += _work(settings, second.requests_published)
+    echo(f"[6/7] reference worker: {worked} players predicted in all")
+
+    status = dispatcher.status(game_date)
+    echo(f"[7/7] 07:00 status check: {status.outcome}, {status.players_predicted} of"
+         f" {status.players_expected} predicted\n")  # fmt: skip
     warehouse = connect(settings)
     try:
-        readiness = marts.readiness(warehouse, game_date) or {}
         coverage = marts.coverage(warehouse, game_date) or {}
-        players = marts.players(warehouse, game_date)
+        latency = marts.latency(warehouse, game_date) or {}
     finally:
         warehouse.close()
-    states = dict(Counter(player["state"] for player in players))
-    echo("Phase 4 readiness (fct_phase4_readiness)")
-    echo(display.record(readiness, READINESS_COLUMNS) + "\n")
-    echo("Pending players, first 10 (fct_pending_players, state = pending)")
-    pending = [p for p in players if p["state"] == "pending"][:10]
-    echo(display.table(pending, ["player_lookup", "team_abbr", "game_id", "reason"]) + "\n")
-    echo("Players by state: " + ", ".join(f"{k} {v}" for k, v in sorted(states.items())))
-    echo("\nPrediction coverage (fct_prediction_coverage)")
-    echo(display.record(coverage, COVERAGE_COLUMNS))
-    return DemoResult(game_date, readiness, coverage, states)
+    echo("Prediction coverage (fct_prediction_coverage)")
+    echo(display.table([coverage], COVERAGE_COLUMNS) + "\n")
+    echo("Dispatch latency (fct_dispatch_latency), UTC")
+    echo(display.record(latency, LATENCY_COLUMNS))
+    return DemoResult(game_date, first, second, status, worked, coverage, latency)
+
+
+def _check(result: RunResult) -> None:
+    if result.exit_code:
+        raise DemoError(f"{result.command} failed: {result.outcome} {result.error or ''}")
+
+
+def _work(settings: Settings, published: int) -> int:
+    if not published:
+        return 0
+    result = run_worker(
+        settings,
+        source=settings.transport,
+        max_messages=published,
+        idle_exit_seconds=10 if settings.transport == "pubsub" else 0.5,
+    )
+    return result.written_players
+
+
+def _prepare_pubsub(project: str) -> None:
+    from .transport import REQUEST_TOPIC
+    from .transport_pubsub import ensure_subscription, ensure_topics
+    from .worker import DEFAULT_SUBSCRIPTION
+
+    ensure_topics(project, [REQUEST_TOPIC])
+    ensure_subscription(project, REQUEST_TOPIC, DEFAULT_SUBSCRIPTION)
+
+
+def _forget_earlier_runs(settings: Settings, slate) -> None:
+    """A demo re-run on the same date starts clean: that date's requests and outbox go."""
+    write_duckdb(settings.duckdb_path, slate, include_ledger=True)
+    warehouse = connect(settings)
+    try:
+        warehouse.execute(
+            "delete from nba_orchestration.request_outbox where game_date = @game_date",
+            {"game_date": slate.game_date},
+        )
+    finally:
+        warehouse.close()
+
+
+def _second_wave(settings: Settings, game_date: dt.date) -> None:
+    warehouse = connect(settings)
+    try:
+        warehouse.execute(
+            "update nba_predictions.ml_feature_store_v2"
+            " set is_production_ready = true, updated_at = @now"
+            " where game_date = @game_date and not is_production_ready",
+            {"game_date": game_date, "now": _utc_now().replace(tzinfo=None)},
+        )
+    finally:
+        warehouse.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -64,18 +65,58 @@ def test_bad_game_date_is_a_usage_error():
     assert "not a date" in result.output
 
 
-def test_demo_on_the_embedded_default(tmp_path):
-    runner = CliRunner()
-    env = {
+def _demo_env(tmp_path) -> dict[str, str]:
+    return {
         "DISPATCHER_DUCKDB_PATH": str(tmp_path / "w.duckdb"),
         "DISPATCHER_DBT_TARGET_PATH": str(tmp_path / "target"),
         "DISPATCHER_WAREHOUSE": "duckdb",
+        "DISPATCHER_TRANSPORT": "local",
     }
-    result = runner.invoke(
-        cli, ["demo", "--game-date", "2026-11-28"], env=env, catch_exceptions=False
+
+
+def _demo_figures(payload: dict) -> tuple:
+    return (
+        payload["first_wave"]["requests_published"],
+        payload["second_wave"]["requests_published"],
+        payload["predicted_players"],
+        payload["status"]["outcome"],
+        payload["coverage"]["players_predicted"],
+        payload["coverage"]["players_expected"],
+        payload["coverage"]["coverage_pct"],
     )
+
+
+def test_demo_on_the_embedded_default_ends_at_full_coverage(tmp_path):
+    runner = CliRunner()
+    args = ["demo", "--game-date", "2026-11-28"]
+    result = runner.invoke(cli, args, env=_demo_env(tmp_path), catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    assert "fct_phase4_readiness" in result.output
-    assert "players_expected   378" in result.output
-    states = "Players by state: in_flight 25, not_ready 26, pending 221, predicted 106"
-    assert states in result.output
+    assert "[7/7] 07:00 status check: ok, 378 of 378 predicted" in result.output
+    assert "fct_prediction_coverage" in result.output and "fct_dispatch_latency" in result.output
+    # A second run on the same date tells the same story.
+    again = runner.invoke(cli, [*args, "--json"], env=_demo_env(tmp_path), catch_exceptions=False)
+    assert again.exit_code == 0, again.output
+    payload = json.loads(again.stdout.strip().splitlines()[-1])
+    assert _demo_figures(payload) == (321, 57, 378, "ok", 378, 378, 100.0)
+    assert payload["latency"]["first_trigger_source"] == "pubsub"
+
+
+def test_demo_on_the_pubsub_emulator(tmp_path, pubsub_emulator, monkeypatch):
+    monkeypatch.setenv("PUBSUB_EMULATOR_HOST", pubsub_emulator.host)
+    env = {**_demo_env(tmp_path), "DISPATCHER_GCP_PROJECT": "demo-test"}
+    result = CliRunner().invoke(
+        cli, ["demo", "--game-date", "2026-11-28", "--transport", "pubsub", "--json"],
+        env=env, catch_exceptions=False,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout.strip().splitlines()[-1])
+    assert _demo_figures(payload) == (321, 57, 378, "ok", 378, 378, 100.0)
+
+
+def test_demo_pubsub_without_emulator_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.delenv("PUBSUB_EMULATOR_HOST", raising=False)
+    result = CliRunner().invoke(
+        cli, ["demo", "--transport", "pubsub"], env=_demo_env(tmp_path)
+    )
+    assert result.exit_code == 1
+    assert "PUBSUB_EMULATOR_HOST" in result.output
