@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from .ledger import request_id
+from .systems import recommendation
 
 __all__ = [
     "FEATURE_NAMES",
@@ -68,9 +69,6 @@ TRIGGER_SOURCE = "pubsub"
 # In-flight claims sit well inside the lease; expired ones well outside any sane lease.
 IN_FLIGHT_AGE = timedelta(minutes=2)
 EXPIRED_CLAIM_AGE = timedelta(hours=2)
-
-# Recommendation threshold: |predicted - line| below this is a PASS.
-EDGE_POINTS = 1.0
 
 TEAMS = (
     "ATL", "BKN", "BOS", "CHA", "CHI", "CLE", "DAL", "DEN", "DET", "GSW",
@@ -463,15 +461,6 @@ def feature_vector(rng: random.Random, line: float, minutes: float, home: bool) 
         rng.choice((-1.0, -0.5, 0.0, 0.0, 0.5, 1.0)),  # line_movement
     ]
     return [round(value, 3) for value in values]
-
-
-def recommendation(predicted: float, line: float) -> str:
-    edge = predicted - line
-    if edge >= EDGE_POINTS:
-        return "OVER"
-    if edge <= -EDGE_POINTS:
-        return "UNDER"
-    return "PASS"
 
 
 def rng_uuid(rng: random.Random) -> str:

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import shutil
 
 import pytest
 from click.testing import CliRunner
+from warehouses import build_template, copy_of
 
-from dispatcher import dbt
 from dispatcher.cli import cli
-from dispatcher.config import Settings
 from dispatcher.dispatch import Dispatcher
-from dispatcher.slate import SlateSpec, generate_slate, write_duckdb
+from dispatcher.slate import SlateSpec
 from dispatcher.warehouse import connect
 
 START = dt.date(2026, 10, 20)
@@ -28,18 +26,12 @@ END = START + dt.timedelta(days=4)
 
 @pytest.fixture(scope="module")
 def template(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("backfill-template")
-    settings = Settings(duckdb_path=workdir / "w.duckdb", dbt_target_path=workdir / "target")
-    write_duckdb(settings.duckdb_path, (generate_slate(spec) for spec in SPECS))
-    dbt.build(settings)
-    return settings.duckdb_path
+    return build_template(tmp_path_factory.mktemp("backfill"), SPECS)
 
 
 @pytest.fixture
 def settings(template, tmp_path):
-    path = tmp_path / "w.duckdb"
-    shutil.copy(template, path)
-    return Settings(duckdb_path=path)
+    return copy_of(template, tmp_path)
 
 
 def _published_per_date(settings) -> dict[dt.date, int]:

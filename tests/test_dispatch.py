@@ -5,17 +5,16 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import shutil
 
 import pytest
 import scenarios
 from click.testing import CliRunner
+from warehouses import build_template, copy_of
 
-from dispatcher import dbt, ledger, marts
+from dispatcher import ledger, marts
 from dispatcher.cli import cli
-from dispatcher.config import Settings
 from dispatcher.dispatch import Dispatcher
-from dispatcher.slate import SlateSpec, generate_slate, write_bigquery, write_duckdb
+from dispatcher.slate import SlateSpec, generate_slate, write_bigquery
 from dispatcher.warehouse import connect
 
 GAME_DATE = dt.date(2026, 11, 28)
@@ -24,31 +23,19 @@ SPEC = SlateSpec(game_date=GAME_DATE, share_predicted=0.3, share_in_flight=0.1, 
 LATE_SPEC = SlateSpec(game_date=GAME_DATE, share_production_ready=0.0, seed=8)
 
 
-def _built_template(tmp_path_factory, spec: SlateSpec):
-    workdir = tmp_path_factory.mktemp("dispatch-template")
-    settings = Settings(duckdb_path=workdir / "w.duckdb", dbt_target_path=workdir / "target")
-    slate = generate_slate(spec)
-    write_duckdb(settings.duckdb_path, slate)
-    dbt.build(settings)
-    write_duckdb(settings.duckdb_path, slate, include_ledger=True)
-    return settings.duckdb_path
-
-
 @pytest.fixture(scope="module")
 def template(tmp_path_factory):
-    return _built_template(tmp_path_factory, SPEC)
+    return build_template(tmp_path_factory.mktemp("dispatch"), [SPEC])
 
 
 @pytest.fixture(scope="module")
 def late_template(tmp_path_factory):
-    return _built_template(tmp_path_factory, LATE_SPEC)
+    return build_template(tmp_path_factory.mktemp("dispatch-late"), [LATE_SPEC])
 
 
 @pytest.fixture
 def settings(template, tmp_path):
-    path = tmp_path / "w.duckdb"
-    shutil.copy(template, path)
-    return Settings(duckdb_path=path, dbt_target_path=tmp_path / "target")
+    return copy_of(template, tmp_path)
 
 
 def _outbox(settings) -> list[dict]:
@@ -137,9 +124,7 @@ def test_retry_publishes_exactly_the_ten_whose_predictions_were_deleted(settings
 
 
 def test_scheduler_waits_and_dispatches_when_phase4_lands_mid_wait(late_template, tmp_path):
-    path = tmp_path / "w.duckdb"
-    shutil.copy(late_template, path)
-    settings = Settings(duckdb_path=path)
+    settings = copy_of(late_template, tmp_path)
     polls = []
 
     def phase4_lands_during_the_wait(seconds: float) -> None:
@@ -164,11 +149,9 @@ def test_scheduler_waits_and_dispatches_when_phase4_lands_mid_wait(late_template
 
 
 def test_start_gives_up_with_exit_3_when_phase4_stays_critical(late_template, tmp_path):
-    path = tmp_path / "w.duckdb"
-    shutil.copy(late_template, path)
     clock = iter(range(0, 10_000, 30))  # every look at the clock is 30 s later
     dispatcher = Dispatcher(
-        Settings(duckdb_path=path), sleep=lambda _s: None, clock=lambda: next(clock)
+        copy_of(late_template, tmp_path), sleep=lambda _s: None, clock=lambda: next(clock)
     )
     result = dispatcher.start(GAME_DATE, wait_minutes=2, poll_seconds=60)
     assert (result.outcome, result.exit_code, result.requests_published) == ("critical", 3, 0)
@@ -176,9 +159,7 @@ def test_start_gives_up_with_exit_3_when_phase4_stays_critical(late_template, tm
 
 
 def test_trigger_refuses_a_critical_date_and_retry_does_not(late_template, tmp_path):
-    path = tmp_path / "w.duckdb"
-    shutil.copy(late_template, path)
-    settings = Settings(duckdb_path=path)
+    settings = copy_of(late_template, tmp_path)
     wh = connect(settings)
     try:  # 30 players ready: below the 50 critical floor
         wh.execute(

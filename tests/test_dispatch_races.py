@@ -13,7 +13,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -26,11 +25,12 @@ from typing import Any
 
 import pytest
 from servers import Server, start_pubsub_emulator
+from warehouses import build_template, copy_of
 
-from dispatcher import dbt, ledger
+from dispatcher import ledger
 from dispatcher.config import Settings
 from dispatcher.dispatch import EXIT_ERROR, EXIT_OK, Dispatcher, RunResult
-from dispatcher.slate import SlateSpec, generate_slate, write_duckdb
+from dispatcher.slate import SlateSpec, generate_slate
 from dispatcher.transport import REQUEST_TOPIC
 from dispatcher.warehouse import connect
 
@@ -107,27 +107,19 @@ class Template:
 
 @pytest.fixture(scope="module")
 def duckdb_template(tmp_path_factory) -> Template:
-    workdir = tmp_path_factory.mktemp("races-template")
-    settings = Settings(
-        duckdb_path=workdir / "warehouse.duckdb", dbt_target_path=workdir / "target"
-    )
     # "now" ahead of the wall clock: the slate's in-flight requests (published 2 min
     # before "now") stay inside their 10-minute lease for 18 minutes after this build,
     # far longer than the module runs (~2 min), whatever order its tests run in.
+    # The marts are views over the current time: no as_of is pinned.
     now = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(minutes=10)
     spec = _spec(GAME_DATE, now=now)
-    slate = generate_slate(spec)
-    write_duckdb(settings.duckdb_path, slate)
-    dbt.build(settings)  # the marts are views over current time: no as_of pinned
-    write_duckdb(settings.duckdb_path, slate, include_ledger=True)
-    return Template(path=settings.duckdb_path, expected=_expected(spec))
+    path = build_template(tmp_path_factory.mktemp("races"), [spec])
+    return Template(path=path, expected=_expected(spec))
 
 
 @pytest.fixture
 def settings(duckdb_template: Template, tmp_path: Path) -> Settings:
-    path = tmp_path / "warehouse.duckdb"
-    shutil.copy(duckdb_template.path, path)
-    return Settings(duckdb_path=path)
+    return copy_of(duckdb_template.path, tmp_path)
 
 
 @pytest.fixture

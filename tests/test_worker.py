@@ -6,12 +6,12 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
-import shutil
 import uuid
 
 import pytest
+from warehouses import build_template, copy_of
 
-from dispatcher import dbt, marts, systems
+from dispatcher import marts, systems
 from dispatcher.config import Settings
 from dispatcher.dispatch import Dispatcher, request_message
 from dispatcher.slate import (
@@ -20,7 +20,6 @@ from dispatcher.slate import (
     SlateSpec,
     generate_slate,
     write_bigquery,
-    write_duckdb,
 )
 from dispatcher.warehouse import connect
 from dispatcher.worker import (
@@ -170,20 +169,12 @@ def test_a_request_parses():
 
 @pytest.fixture(scope="module")
 def template(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("worker-template")
-    settings = Settings(duckdb_path=workdir / "w.duckdb", dbt_target_path=workdir / "target")
-    slate = generate_slate(SPEC)
-    write_duckdb(settings.duckdb_path, slate)
-    dbt.build(settings)
-    write_duckdb(settings.duckdb_path, slate, include_ledger=True)
-    return settings.duckdb_path
+    return build_template(tmp_path_factory.mktemp("worker"), [SPEC])
 
 
 @pytest.fixture
 def settings(template, tmp_path):
-    path = tmp_path / "w.duckdb"
-    shutil.copy(template, path)
-    return Settings(duckdb_path=path, dbt_target_path=tmp_path / "target")
+    return copy_of(template, tmp_path)
 
 
 def _query(settings, sql, params=None):
