@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 WAREHOUSES = ("duckdb", "bigquery")
@@ -29,7 +29,6 @@ class Settings:
     dbt_target_path: Path | None = None
     query_timeout_seconds: float = 60.0
     publish_timeout_seconds: float = 10.0
-    extra: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in ("duckdb_path", "dbt_project_dir", "dbt_target_path"):

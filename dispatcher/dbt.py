@@ -78,10 +78,12 @@ def run_dbt(
         finally:
             if settings.warehouse == "duckdb":
                 _release_duckdb_file()
-    statuses = []
-    for node in outcome.result or [] if _iterable(outcome.result) else []:
-        unique_id = getattr(getattr(node, "node", None), "unique_id", "?")
-        statuses.append((unique_id, str(getattr(node, "status", ""))))
+    # build/test/run return a RunExecutionResult of node results; parse returns a manifest.
+    nodes = getattr(outcome.result, "results", None) or []
+    statuses = [
+        (getattr(getattr(node, "node", None), "unique_id", "?"), str(getattr(node, "status", "")))
+        for node in nodes
+    ]
     result = DbtResult(success=outcome.success, command=args, statuses=statuses)
     if check and not outcome.success:
         detail = ", ".join(result.failures()) or str(outcome.exception or "see dbt log")
@@ -98,14 +100,6 @@ def _release_duckdb_file() -> None:
     if environment is not None:
         environment.close()
     DuckDBConnectionManager.close_all_connections()
-
-
-def _iterable(value: object) -> bool:
-    try:
-        iter(value)  # type: ignore[call-overload]
-    except TypeError:
-        return False
-    return not isinstance(value, str | bytes)
 
 
 def build(settings: Settings, *, vars: Mapping[str, Any] | None = None) -> DbtResult:
