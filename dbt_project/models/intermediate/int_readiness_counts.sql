@@ -1,4 +1,7 @@
-{#- Per game date: the Phase 4 counts the readiness thresholds are applied to. -#}
+{#- Per game date: the Phase 4 counts the readiness thresholds are applied to.
+    Built as one union of per-source aggregates grouped by game_date (no joins), so
+    that a filter on game_date reaches every source table: one date stays cheap
+    however many seasons the tables hold. -#}
 with
 
 slate as (
@@ -19,77 +22,73 @@ features as (
 
 ),
 
-dates as (
+-- Expected players, with the order in which Phase 4 made them ready.
+expected_players as (
 
     select
         game_date,
-        count(*) as players_in_slate
-    from slate
-    group by game_date
-
-),
-
-expected as (
-
-    select
-        game_date,
-        count(*) as players_expected,
-        count(case when has_features then 1 end) as players_in_feature_store,
-        count(case when is_ready then 1 end) as players_ready
-    from dispatch_state
-    group by game_date
-
-),
-
--- Ready players in the order Phase 4 made them ready.
-ready_ordered as (
-
-    select
-        game_date,
+        has_features,
+        is_ready,
         features_updated_at,
+        count(*) over (partition by game_date) as players_expected,
         row_number() over (
-            partition by game_date
+            partition by game_date, is_ready
             order by features_updated_at
         ) as ready_rank
     from dispatch_state
-    where is_ready
 
 ),
 
--- How many ready players make the date ready: the lower of the count threshold and
--- the share threshold of the expected players.
-ready_needed as (
+per_source as (
 
     select
         game_date,
-        least(
-            {{ var('ready_count_threshold') }},
-            cast(ceil({{ var('ready_pct_threshold') }} * players_expected / 100.0) as int64)
-        ) as players_needed
-    from expected
+        count(*) as players_in_slate,
+        0 as players_expected,
+        0 as players_in_feature_store,
+        0 as players_ready,
+        cast(null as timestamp) as phase4_ready_at,
+        cast(null as timestamp) as phase4_completed_at
+    from slate
+    group by game_date
 
-),
+    union all
 
--- When the date became ready: the write that brought the needed player.
-ready_at as (
-
+    -- The date became ready with the write that brought the needed ready player:
+    -- the lower of the count threshold and the share threshold of the expected.
     select
-        ready_needed.game_date,
-        min(ready_ordered.features_updated_at) as phase4_ready_at
-    from ready_needed
-    inner join ready_ordered
-        on
-            ready_needed.game_date = ready_ordered.game_date
-            and ready_needed.players_needed <= ready_ordered.ready_rank
-    where ready_needed.players_needed > 0
-    group by ready_needed.game_date
+        game_date,
+        0 as players_in_slate,
+        count(*) as players_expected,
+        count(case when has_features then 1 end) as players_in_feature_store,
+        count(case when is_ready then 1 end) as players_ready,
+        min(
+            case
+                when
+                    is_ready
+                    and least(
+                        {{ var('ready_count_threshold') }},
+                        cast(
+                            ceil({{ var('ready_pct_threshold') }} * players_expected / 100.0)
+                            as int64
+                        )
+                    ) <= ready_rank
+                    then features_updated_at
+            end
+        ) as phase4_ready_at,
+        cast(null as timestamp) as phase4_completed_at
+    from expected_players
+    group by game_date
 
-),
-
-phase4 as (
+    union all
 
     select
         game_date,
+        0 as players_in_slate,
+        0 as players_expected,
+        0 as players_in_feature_store,
+        0 as players_ready,
+        cast(null as timestamp) as phase4_ready_at,
         max(features_updated_at) as phase4_completed_at
     from features
     group by game_date
@@ -99,17 +98,17 @@ phase4 as (
 final as (
 
     select
-        dates.game_date,
-        dates.players_in_slate,
-        coalesce(expected.players_expected, 0) as players_expected,
-        coalesce(expected.players_in_feature_store, 0) as players_in_feature_store,
-        coalesce(expected.players_ready, 0) as players_ready,
-        phase4.phase4_completed_at,
-        ready_at.phase4_ready_at
-    from dates
-    left join expected on dates.game_date = expected.game_date
-    left join phase4 on dates.game_date = phase4.game_date
-    left join ready_at on dates.game_date = ready_at.game_date
+        game_date,
+        cast(sum(players_in_slate) as int64) as players_in_slate,
+        cast(sum(players_expected) as int64) as players_expected,
+        cast(sum(players_in_feature_store) as int64) as players_in_feature_store,
+        cast(sum(players_ready) as int64) as players_ready,
+        max(phase4_completed_at) as phase4_completed_at,
+        max(phase4_ready_at) as phase4_ready_at
+    from per_source
+    group by game_date
+    -- dates with a Phase 3 slate only
+    having sum(players_in_slate) > 0
 
 )
 
