@@ -52,17 +52,32 @@ BACKFILL_START = dt.date(2025, 10, 21)
 BACKFILL_DATES = 100
 PLAYERS_PENDING = 450
 
+#: Row 6: five seasons of history before GAME_DATE, 169 game dates each (845 dates),
+#: 450 players per date, every one fully predicted by the five systems.
+HISTORY_SEASON_STARTS = tuple(dt.date(year, 10, 20) for year in range(2020, 2025))
+HISTORY_SEASON_DATES = 169
+HISTORY_TEAMS, HISTORY_PLAYERS_PER_TEAM = 30, 15
+#: Row 6 writes fewer seasons when the history would take longer than this to generate.
+HISTORY_BUDGET_SECONDS = 300.0
+#: Row 6's reads must stay within this multiple of the same read on a one-day warehouse.
+HISTORY_GOAL_RATIO = 2.0
+
 ROWS = {
     1: "trigger-450",
     2: "cli-trigger",
     3: "backfill-45000",
     4: "cli-help",
+    5: "cli-plan",
+    6: "history-reads",
+    7: "backfill-rss",
 }
 #: Measured runs per row (the baseline gets as many, interleaved).
-RUNS_FULL = {1: 5, 2: 5, 3: 3, 4: 15}
-RUNS_QUICK = {1: 2, 2: 3, 3: 1, 4: 5}
+RUNS_FULL = {1: 5, 2: 5, 3: 3, 4: 15, 5: 7, 6: 9, 7: 3}
+RUNS_QUICK = {1: 2, 2: 3, 3: 1, 4: 5, 5: 3, 6: 5, 7: 1}
 #: Row 3 stops repeating once another pass would take it past this many seconds.
 ROW3_BUDGET_SECONDS = 900.0
+#: Row 7: a child process that runs longer than this is killed (and the bench fails).
+ROW7_TIMEOUT_SECONDS = 900.0
 
 # The old coordinator: default PublisherClient, publish, then wait on each future.
 # Batched: what the issue names as "raw" publishing.
@@ -130,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--profile",
         action="store_true",
-        help="also cProfile one dispatch (rows 1, 3) and -X importtime the CLI (rows 2, 4)",
+        help="also cProfile one dispatch (rows 1, 3) and -X importtime the CLI (rows 2, 4, 5)",
     )
     parser.add_argument(
         "--keep-workdir",
@@ -172,6 +187,14 @@ class RowResult:
     goal_kind: str
     goal: float
     notes: list[str] = field(default_factory=list)
+    #: "s" (samples in seconds) or "MB" (samples in megabytes, e.g. a peak RSS).
+    unit: str = "s"
+    #: Shown instead of the row number when one row gives several lines (e.g. "6a").
+    label: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.label or str(self.row)
 
     @property
     def measured_median(self) -> float:
@@ -200,7 +223,7 @@ class RowResult:
             return f"≥ {self.goal:g}× faster"
         if self.goal_kind == "ratio":
             return f"≤ {self.goal:g}× baseline"
-        return f"≤ {format_seconds(self.goal)}"
+        return f"≤ {format_value(self.goal, self.unit)}"
 
     def ratio_text(self) -> str:
         if self.goal_kind == "speedup":
@@ -214,6 +237,14 @@ def format_seconds(seconds: float) -> str:
     return f"{seconds:.2f} s"
 
 
+def format_value(value: float, unit: str = "s") -> str:
+    if unit == "MB":
+        return f"{value:.0f} MB"
+    if unit != "s":
+        raise ValueError(f"unknown unit {unit!r}")
+    return format_seconds(value)
+
+
 def render_table(results: Sequence[RowResult]) -> str:
     lines = [
         "| row | measured (median of N runs) | baseline (same run) | ratio | goal | met? |",
@@ -221,9 +252,10 @@ def render_table(results: Sequence[RowResult]) -> str:
     ]
     for r in results:
         lines.append(
-            f"| {r.row}. {r.title} "
-            f"| {format_seconds(r.measured_median)} (N={len(r.measured)}) "
-            f"| {format_seconds(r.baseline_median)} {r.baseline_label} (N={len(r.baseline)}) "
+            f"| {r.name}. {r.title} "
+            f"| {format_value(r.measured_median, r.unit)} (N={len(r.measured)}) "
+            f"| {format_value(r.baseline_median, r.unit)} {r.baseline_label} "
+            f"(N={len(r.baseline)}) "
             f"| {r.ratio_text()} | {r.goal_text()} | {'yes' if r.met else '**NO**'} |"
         )
     return "\n".join(lines)
@@ -232,9 +264,9 @@ def render_table(results: Sequence[RowResult]) -> str:
 def render_samples(results: Sequence[RowResult]) -> str:
     lines = []
     for r in results:
-        measured = ", ".join(format_seconds(s) for s in r.measured)
-        baseline = ", ".join(format_seconds(s) for s in r.baseline)
-        lines.append(f"- row {r.row}: measured [{measured}]; baseline [{baseline}]")
+        measured = ", ".join(format_value(s, r.unit) for s in r.measured)
+        baseline = ", ".join(format_value(s, r.unit) for s in r.baseline)
+        lines.append(f"- row {r.name}: measured [{measured}]; baseline [{baseline}]")
         lines.extend(f"  - {note}" for note in r.notes)
     return "\n".join(lines)
 
@@ -573,6 +605,184 @@ def build_warehouse(path: Path, dates: Sequence[dt.date]) -> None:
     )
 
 
+def history_spec(game_date: dt.date):
+    """A past date: 450 players, all expected, production-ready and predicted by all five
+    systems (2,250 prediction rows), nothing pending."""
+    from dispatcher.slate import SlateSpec
+
+    return SlateSpec(
+        game_date=game_date,
+        teams=HISTORY_TEAMS,
+        players_per_team=HISTORY_PLAYERS_PER_TEAM,
+        share_out=0.0,
+        share_doubtful=0.0,
+        share_below_minutes=0.0,
+        share_missing_features=0.0,
+        share_production_ready=1.0,
+        share_predicted=1.0,
+        seed=game_date.toordinal(),
+    )
+
+
+def history_seasons() -> list[list[dt.date]]:
+    return [
+        [start + dt.timedelta(days=i) for i in range(HISTORY_SEASON_DATES)]
+        for start in HISTORY_SEASON_STARTS
+    ]
+
+
+#: One published request per historical player (what the dispatcher would have left in the
+#: ledger after dispatching those dates): attempt 1, claimed 08:31 UTC, acked 200 ms later.
+_HISTORY_LEDGER = """
+insert into nba_orchestration.request_ledger (
+    request_id, game_date, player_lookup, game_id, attempt, batch_id, trigger_source,
+    claimed_at, published_at, message_id
+)
+select
+    strftime(game_date, '%Y-%m-%d') || '/' || player_lookup || '/1',
+    game_date, player_lookup, game_id, 1,
+    md5(strftime(game_date, '%Y-%m-%d')), 'pubsub',
+    cast(game_date as timestamp) + interval 511 minute,
+    cast(game_date as timestamp) + interval 511 minute + interval 200 millisecond,
+    cast(hash(game_date, player_lookup) as varchar)
+from nba_analytics.upcoming_player_game_context
+where game_date < ?
+"""
+
+
+def build_history_warehouse(path: Path, target: dt.date) -> list[str]:
+    """Row 6's warehouse: the target date's slate (450 pending, as in rows 1/2) after five
+    seasons of fully predicted history, written season by season (each season a generator
+    of slates, so one season's rows at most are in flight), then one dbt build, then the
+    history's request ledger. Stops adding seasons when the generation would pass
+    HISTORY_BUDGET_SECONDS. Returns notes with the actual row counts."""
+    import duckdb
+
+    from dispatcher.slate import generate_slate, write_duckdb
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    notes: list[str] = []
+    started = time.perf_counter()
+    write_duckdb(path, generate_slate(slate_spec(target)))
+    seasons = history_seasons()
+    written = 0
+    for number, dates in enumerate(seasons, start=1):
+        write_duckdb(path, (generate_slate(history_spec(day)) for day in dates))
+        written += 1
+        spent = time.perf_counter() - started
+        progress(f"history: season {number}/{len(seasons)} ({dates[0]}…) written, {spent:.0f} s")
+        if number < len(seasons) and spent + spent / number > HISTORY_BUDGET_SECONDS:
+            notes.append(
+                f"history CUT to {written} of {len(seasons)} seasons: another would pass the "
+                f"{HISTORY_BUDGET_SECONDS:.0f} s generation budget"
+            )
+            break
+    wrote = time.perf_counter() - started
+    took = dbt_build(path, path.parent / "target")
+    with duckdb.connect(str(path)) as con:
+        con.execute(_HISTORY_LEDGER, [target])
+        counts = {
+            name: con.execute(f"select count(*), count(distinct game_date) from {table}").fetchone()
+            for name, table in (
+                ("context", "nba_analytics.upcoming_player_game_context"),
+                ("features", "nba_predictions.ml_feature_store_v2"),
+                ("predictions", "nba_predictions.player_prop_predictions"),
+                ("ledger", "nba_orchestration.request_ledger"),
+            )
+        }
+        states = dict(
+            con.execute(
+                "select state, count(*) from nba_orchestration.fct_pending_players "
+                "group by state order by state"
+            ).fetchall()
+        )
+    history_dates = counts["context"][1] - 1
+    expected_predicted = history_dates * HISTORY_TEAMS * HISTORY_PLAYERS_PER_TEAM
+    if states.get("predicted") != expected_predicted or states.get("pending") != PLAYERS_PENDING:
+        raise BenchError(f"history warehouse states {states}, expected {expected_predicted} "
+                         f"predicted and {PLAYERS_PENDING} pending")  # fmt: skip
+    size = path.stat().st_size / 1e6
+    progress(
+        f"warehouse {path.parent.name}: {history_dates} history dates + {target} written in "
+        f"{wrote:.1f} s, dbt build {took:.1f} s, {size:.0f} MB"
+    )
+    notes.append(
+        f"history warehouse: {history_dates} history dates ({written} seasons × "
+        f"{HISTORY_SEASON_DATES}, from {seasons[0][0]}) + the target date {target}; rows: "
+        + ", ".join(f"{name} {n:,}" for name, (n, _) in counts.items())
+        + f"; states: {', '.join(f'{k} {v:,}' for k, v in states.items())}; "
+        f"{size:.0f} MB; generated and written in {wrote:.0f} s, dbt build {took:.0f} s"
+    )
+    return notes
+
+
+#: A small launcher between the bench and a child whose peak RSS is measured. A forked
+#: (or vforked) child is charged the RSS of the process it was forked from until it execs,
+#: so ru_maxrss of a child of this process (hundreds of MB once the history is built) would
+#: be at least this process's peak. Forked from a ~10 MB interpreter, the child's own
+#: ru_maxrss (from wait4) is its real peak. argv: result file, command...
+_RSS_LAUNCHER = """
+import os, sys
+pid = os.fork()
+if pid == 0:
+    try:
+        os.execvp(sys.argv[2], sys.argv[2:])
+    finally:
+        os._exit(127)
+_, status, usage = os.wait4(pid, 0)
+with open(sys.argv[1], "w") as out:
+    out.write(str(usage.ru_maxrss))
+sys.exit(os.waitstatus_to_exitcode(status) % 256)
+"""
+
+
+def peak_rss_run(
+    argv: Sequence[str],
+    *,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    timeout: float = 300.0,
+) -> tuple[float, float, subprocess.CompletedProcess]:
+    """Run a child through _RSS_LAUNCHER; return (wall seconds, the child's peak RSS in MB
+    (2^20 bytes), the completed process). The wall time includes the launcher's start."""
+    with (
+        tempfile.TemporaryFile() as out,
+        tempfile.TemporaryFile() as err,
+        tempfile.TemporaryDirectory(prefix="rss-") as tmp,
+    ):
+        result = Path(tmp) / "maxrss"
+        started = time.perf_counter()
+        process = subprocess.Popen(
+            [sys.executable, "-c", _RSS_LAUNCHER, str(result), *argv],
+            env=env,
+            cwd=cwd,
+            stdout=out,
+            stderr=err,
+            start_new_session=True,  # its own process group: a timeout kills both
+        )
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+            raise BenchError(f"{' '.join(argv)} ran over {timeout:.0f} s: killed") from None
+        wall = time.perf_counter() - started
+        out.seek(0)
+        err.seek(0)
+        done = subprocess.CompletedProcess(
+            list(argv),
+            process.returncode,
+            out.read().decode(errors="replace"),
+            err.read().decode(errors="replace"),
+        )
+        if not result.exists():
+            raise BenchError(f"no peak RSS for {' '.join(argv)}: {done.stderr[-1000:]}")
+        maxrss = int(result.read_text())
+    # ru_maxrss: kilobytes on Linux, bytes on macOS.
+    scale = 2**20 if sys.platform == "darwin" else 2**10
+    return wall, maxrss / scale, done
+
+
 @contextlib.contextmanager
 def warehouse_copy(template: Path, workdir: Path, name: str) -> Iterator[Path]:
     """A fresh copy of a built warehouse (so every run starts with everyone pending).
@@ -750,6 +960,8 @@ class Context:
     env: dict[str, str]
     one_date: Path | None = None
     backfill: Path | None = None
+    history: Path | None = None
+    history_notes: list[str] = field(default_factory=list)
     stages: dict[int, Stages] = field(default_factory=dict)
     extra: dict[int, list[str]] = field(default_factory=dict)
 
@@ -1005,18 +1217,267 @@ def row_help(ctx: Context) -> RowResult:
     )
 
 
-RUNNERS: dict[int, Callable[[Context], RowResult]] = {
+def row_cli_plan(ctx: Context) -> RowResult:
+    """Row 5: the whole `dispatcher plan --game-date D --json` process (DuckDB, local)."""
+    assert ctx.one_date is not None
+    n = runs_for(ctx.args, 5)
+    command = dispatcher_command()
+    floor = [sys.executable, "-c", "import duckdb"]
+    in_process: list[float] = []
+
+    def plan_env(path: Path) -> dict[str, str]:
+        return {**ctx.env, "DISPATCHER_DUCKDB_PATH": str(path), "DISPATCHER_TRANSPORT": "local"}
+
+    def once() -> float:
+        with warehouse_copy(ctx.one_date, ctx.workdir, "row5") as path:
+            argv = [*command, "plan", "--game-date", GAME_DATE.isoformat(), "--json"]
+            wall, done = run_process(argv, env=plan_env(path), cwd=ctx.workdir)
+        if done.returncode != 0:
+            raise BenchError(
+                f"dispatcher plan exited {done.returncode}: "
+                f"{done.stdout[-500:]} {done.stderr[-1500:]}"
+            )
+        payload = json.loads(done.stdout.strip().splitlines()[-1])
+        would = sum(1 for item in payload["plan"] if item["action"] == "publish")
+        if payload["outcome"] != "would_publish" or would != PLAYERS_PENDING:
+            raise BenchError(f"dispatcher plan: {payload['outcome']}, would publish {would}")
+        in_process.append(payload["duration_ms"] / 1000)
+        return wall
+
+    progress("row 5: warm-up")
+    once()
+    run_process(floor, env=ctx.env, cwd=ctx.workdir)
+    in_process.clear()
+    measured, baseline = [], []
+    for i in range(n):
+        measured.append(once())
+        baseline.append(run_process(floor, env=ctx.env, cwd=ctx.workdir)[0])
+        progress(
+            f"row 5: run {i + 1}/{n}: {format_seconds(measured[-1])} "
+            f"(import duckdb {format_seconds(baseline[-1])})"
+        )
+    dispatch = statistics.median(in_process)
+    notes = [
+        f"the plan itself (the command's duration_ms: readiness, coverage and "
+        f"{PLAYERS_PENDING + 60}-player reads, run-log write) is {format_seconds(dispatch)} "
+        f"(median); the rest — interpreter start, imports, Settings, JSON out, exit — is "
+        f"{format_seconds(statistics.median(measured) - dispatch)}",
+        "measured: fresh copy of the one-date warehouse per run (copied before the clock "
+        f"starts), DISPATCHER_TRANSPORT=local; checked: {PLAYERS_PENDING} `publish` actions",
+        "baseline: `python -c 'import duckdb'`, the import floor of a process that reads "
+        "the DuckDB warehouse",
+    ]
+    if ctx.args.profile:
+        with warehouse_copy(ctx.one_date, ctx.workdir, "row5-profile") as path:
+            argv = [sys.executable, "-X", "importtime", *command,
+                    "plan", "--game-date", GAME_DATE.isoformat(), "--json"]  # fmt: skip
+            _, done = run_process(argv, env=plan_env(path), cwd=ctx.workdir)
+        ctx.extra.setdefault(5, []).append(
+            "`-X importtime` of one `dispatcher plan`:\n" + import_time_summary(done.stderr)
+        )
+    return RowResult(
+        row=5,
+        title=f"`dispatcher plan --game-date D --json` process, DuckDB, {PLAYERS_PENDING} "
+        "pending, local transport",
+        measured=measured,
+        baseline=baseline,
+        baseline_label="`python -c 'import duckdb'`",
+        goal_kind="absolute",
+        goal=1.5,
+        notes=notes,
+    )
+
+
+def row_history_reads(ctx: Context) -> list[RowResult]:
+    """Row 6: the dispatcher's mart reads on five seasons of history vs one day."""
+    from dispatcher import marts
+    from dispatcher.warehouse import connect
+
+    assert ctx.one_date is not None and ctx.history is not None
+    n = runs_for(ctx.args, 6)
+    reads: dict[str, Callable[[Any], Any]] = {
+        "pending": lambda wh: marts.players(wh, GAME_DATE, ["pending"]),
+        "coverage": lambda wh: marts.coverage(wh, GAME_DATE),
+        "readiness": lambda wh: marts.readiness(wh, GAME_DATE),
+    }
+    samples: dict[tuple[str, str], list[float]] = defaultdict(list)
+
+    def check(name: str, where: str, value: Any) -> None:
+        if name == "pending":
+            got = len(value)
+        elif name == "coverage":
+            got = (value or {}).get("players_pending")
+        else:
+            got = (value or {}).get("players_ready")
+        if got != PLAYERS_PENDING:
+            raise BenchError(f"row 6: {name} read on {where} gives {got}, not {PLAYERS_PENDING}")
+
+    with warehouse_copy(ctx.one_date, ctx.workdir, "row6-one-day") as one_day:
+        warehouses = {
+            "history": connect(settings_for(ctx.history)),
+            "one day": connect(settings_for(one_day)),
+        }
+        try:
+            progress("row 6: warm-up (each read once on each warehouse)")
+            for name, read in reads.items():
+                for where, wh in warehouses.items():
+                    check(name, where, read(wh))
+            for i in range(n):
+                for name, read in reads.items():
+                    for where, wh in warehouses.items():
+                        elapsed, value = timed(lambda read=read, wh=wh: read(wh))
+                        check(name, where, value)
+                        samples[name, where].append(elapsed)
+                progress(
+                    f"row 6: run {i + 1}/{n}: "
+                    + "; ".join(
+                        f"{name} {format_seconds(samples[name, 'history'][-1])} vs "
+                        f"{format_seconds(samples[name, 'one day'][-1])}"
+                        for name in reads
+                    )
+                )
+        finally:
+            for wh in warehouses.values():
+                wh.close()
+    readiness_ratio = statistics.median(samples["readiness", "history"]) / statistics.median(
+        samples["readiness", "one day"]
+    )
+    common = [
+        *ctx.history_notes,
+        "one-day warehouse: only the target date (the rows 1/2 warehouse, a fresh copy); "
+        "both dbt-built, both opened once (one connection each), every read warmed up once; "
+        "runs interleave history / one day read by read",
+    ]
+    pending = RowResult(
+        row=6,
+        label="6a",
+        title=f"pending read `marts.players(wh, D, ['pending'])`, {PLAYERS_PENDING} rows: "
+        "5 seasons of history",
+        measured=samples["pending", "history"],
+        baseline=samples["pending", "one day"],
+        baseline_label="same read, one-day warehouse",
+        goal_kind="ratio",
+        goal=HISTORY_GOAL_RATIO,
+        notes=common,
+    )
+    coverage = RowResult(
+        row=6,
+        label="6b",
+        title="coverage read `marts.coverage(wh, D)`: 5 seasons of history",
+        measured=samples["coverage", "history"],
+        baseline=samples["coverage", "one day"],
+        baseline_label="same read, one-day warehouse",
+        goal_kind="ratio",
+        goal=HISTORY_GOAL_RATIO,
+        notes=[
+            "not in the table, measured alongside: the readiness read "
+            f"`marts.readiness(wh, D)` (every trigger's first read) takes "
+            f"{format_seconds(statistics.median(samples['readiness', 'history']))} on the "
+            f"history vs {format_seconds(statistics.median(samples['readiness', 'one day']))} "
+            f"on one day ({readiness_ratio:.2f}×); samples: history ["
+            + ", ".join(format_seconds(s) for s in samples["readiness", "history"])
+            + "], one day ["
+            + ", ".join(format_seconds(s) for s in samples["readiness", "one day"])
+            + "]"
+        ],
+    )
+    return [pending, coverage]
+
+
+def row_backfill_rss(ctx: Context) -> RowResult:
+    """Row 7: peak RSS of the `dispatcher backfill` process over 100 dates (45,000)."""
+    assert ctx.backfill is not None
+    n = runs_for(ctx.args, 7)
+    expected = PLAYERS_PENDING * BACKFILL_DATES
+    end = BACKFILL_START + dt.timedelta(days=BACKFILL_DATES - 1)
+    command = dispatcher_command()
+    help_argv = [*command, "--help"]
+    floor_argv = [sys.executable, "-c", "import duckdb, google.cloud.pubsub_v1"]
+    walls: list[float] = []
+    floor: list[float] = []
+
+    def once() -> float:
+        with warehouse_copy(ctx.backfill, ctx.workdir, "row7") as path:
+            env = {
+                **ctx.env,
+                "DISPATCHER_DUCKDB_PATH": str(path),
+                "DISPATCHER_TRANSPORT": "pubsub",
+                "DISPATCHER_GCP_PROJECT": PROJECT,
+            }
+            argv = [*command, "backfill", "--start", BACKFILL_START.isoformat(),
+                    "--end", end.isoformat(), "--json"]  # fmt: skip
+            wall, peak, done = peak_rss_run(
+                argv, env=env, cwd=ctx.workdir, timeout=ROW7_TIMEOUT_SECONDS
+            )
+        if done.returncode != 0:
+            raise BenchError(
+                f"dispatcher backfill exited {done.returncode}: "
+                f"{done.stdout[-500:]} {done.stderr[-1500:]}"
+            )
+        payload = json.loads(done.stdout.strip().splitlines()[-1])
+        if payload["requests_published"] != expected:
+            raise BenchError(f"dispatcher backfill published {payload['requests_published']}")
+        walls.append(wall)
+        return peak
+
+    def help_peak() -> float:
+        _, peak, done = peak_rss_run(help_argv, env=ctx.env, cwd=ctx.workdir)
+        if done.returncode != 0:
+            raise BenchError(f"dispatcher --help exited {done.returncode}: {done.stderr}")
+        return peak
+
+    measured, baseline = [], []
+    for i in range(n):
+        baseline.append(help_peak())
+        floor.append(peak_rss_run(floor_argv, env=ctx.env, cwd=ctx.workdir)[1])
+        measured.append(once())
+        progress(
+            f"row 7: run {i + 1}/{n}: backfill peak {measured[-1]:.0f} MB in "
+            f"{format_seconds(walls[-1])} (--help {baseline[-1]:.0f} MB)"
+        )
+    return RowResult(
+        row=7,
+        title=f"peak RSS of `dispatcher backfill --start D1 --end D{BACKFILL_DATES} --json`, "
+        f"{expected:,} requests, Pub/Sub emulator",
+        measured=measured,
+        baseline=baseline,
+        baseline_label="`dispatcher --help`",
+        goal_kind="absolute",
+        goal=300.0,
+        unit="MB",
+        notes=[
+            "peak RSS = the child's own ru_maxrss from wait4, taken by a small launcher "
+            "process so that the bench's own RSS is not inherited (MB = 2^20 bytes); a fresh "
+            "copy of the row 3 warehouse per run, env DISPATCHER_DUCKDB_PATH, "
+            "DISPATCHER_TRANSPORT=pubsub, DISPATCHER_GCP_PROJECT, PUBSUB_EMULATOR_HOST; "
+            f"checked: {expected:,} published",
+            f"backfill process wall time: {', '.join(format_seconds(w) for w in walls)}",
+            "for scale: `python -c 'import duckdb, google.cloud.pubsub_v1'` peaks at "
+            + ", ".join(f"{mb:.0f} MB" for mb in floor),
+        ],
+    )
+
+
+RUNNERS: dict[int, Callable[[Context], RowResult | list[RowResult]]] = {
     1: row_trigger,
     2: row_cli_trigger,
     3: row_backfill,
     4: row_help,
+    5: row_cli_plan,
+    6: row_history_reads,
+    7: row_backfill_rss,
 }
 
 
 # --- main ---------------------------------------------------------------------------------
 
 
-def report(info: dict[str, str], results: Sequence[RowResult], ctx: Context | None) -> str:
+def report(
+    info: dict[str, str],
+    results: Sequence[RowResult],
+    ctx: Context | None,
+    total_seconds: float | None = None,
+) -> str:
     parts = [
         "## Machine",
         "",
@@ -1026,6 +1487,15 @@ def report(info: dict[str, str], results: Sequence[RowResult], ctx: Context | No
         "",
         render_table(results),
         "",
+    ]
+    if total_seconds is not None:
+        mode = "--quick" if ctx is not None and ctx.args.quick else "full"
+        parts += [
+            f"Bench wall time: {total_seconds:.0f} s ({mode}; emulator start and warehouse "
+            "builds included).",
+            "",
+        ]
+    parts += [
         "Samples and notes:",
         "",
         render_samples(results),
@@ -1053,6 +1523,7 @@ def report(info: dict[str, str], results: Sequence[RowResult], ctx: Context | No
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    bench_started = time.perf_counter()
     info = machine_info()
     workdir = Path(tempfile.mkdtemp(prefix="dispatcher-bench-"))
     progress(f"workdir {workdir}; rows {', '.join(f'{r} ({ROWS[r]})' for r in args.rows)}")
@@ -1065,7 +1536,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             if topic != REQUEST_TOPIC:
                 raise BenchError(f"the request topic is now {topic!r}; update bench/run.py")
-            needs_emulator = any(row in args.rows for row in (1, 2, 3))
+            needs_emulator = any(row in args.rows for row in (1, 2, 3, 7))
             if needs_emulator:
                 server = stack.enter_context(pubsub_emulator(workdir))
                 os.environ["PUBSUB_EMULATOR_HOST"] = server.host
@@ -1073,18 +1544,23 @@ def main(argv: Sequence[str] | None = None) -> int:
                 from dispatcher.transport_pubsub import ensure_topics
 
                 ensure_topics(PROJECT, [REQUEST_TOPIC])
-            if 1 in args.rows or 2 in args.rows:
+            if any(row in args.rows for row in (1, 2, 5, 6)):
                 ctx.one_date = workdir / "one-date" / "warehouse.duckdb"
                 build_warehouse(ctx.one_date, [GAME_DATE])
-            if 3 in args.rows:
+            if 3 in args.rows or 7 in args.rows:
                 ctx.backfill = workdir / "backfill" / "warehouse.duckdb"
                 build_warehouse(
                     ctx.backfill,
                     [BACKFILL_START + dt.timedelta(days=i) for i in range(BACKFILL_DATES)],
                 )
+            if 6 in args.rows:
+                # Only for this run: inside the workdir, removed with it.
+                ctx.history = workdir / "history" / "warehouse.duckdb"
+                ctx.history_notes = build_history_warehouse(ctx.history, GAME_DATE)
             for row in args.rows:
                 progress(f"row {row} ({ROWS[row]}) ...")
-                results.append(RUNNERS[row](ctx))
+                outcome = RUNNERS[row](ctx)
+                results.extend(outcome if isinstance(outcome, list) else [outcome])
     finally:
         if saved_emulator_host is None:
             os.environ.pop("PUBSUB_EMULATOR_HOST", None)
@@ -1094,7 +1570,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             progress(f"kept {workdir}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
-    print(report(info, results, ctx))
+    print(report(info, results, ctx, time.perf_counter() - bench_started))
     return 0
 
 
