@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import scenarios
@@ -386,3 +389,22 @@ def test_bigquery_with_pubsub_end_to_end(
     assert coverage["players_in_flight"] == counts.in_flight + counts.pending
     again = BigQueryDispatcher(settings).retry(BQ_DATE)
     assert (again.outcome, again.requests_published) == ("nothing_pending", 0)
+
+
+def test_dispatch_commands_run_without_importing_pandas(settings):
+    """DuckDB would import pandas (80 MB) on the first parameterised query."""
+    code = (
+        "import sys\n"
+        "from dispatcher.cli import cli\n"
+        "cli(['plan', '--game-date', sys.argv[1], '--json'], standalone_mode=False)\n"
+        "print('pandas imported:', 'pandas' in sys.modules)\n"
+    )
+    env = {**os.environ, "DISPATCHER_DUCKDB_PATH": str(settings.duckdb_path),
+           "DISPATCHER_WAREHOUSE": "duckdb", "DISPATCHER_TRANSPORT": "local"}  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(GAME_DATE)],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert '"outcome": "would_publish"' in out.stdout
+    assert "pandas imported: False" in out.stdout
