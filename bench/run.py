@@ -1511,9 +1511,10 @@ def report(
         if 3 in ctx.stages:
             parts += [
                 "",
-                "## Row 3: per-date cost of Dispatcher.retry (last run, 100 dates)",
+                "## Row 3: where the backfill's time goes (last run; waiting on the"
+                " publisher counts as glue)",
                 "",
-                ctx.stages[3].table(per="date", edges=10),
+                ctx.stages[3].table(per="backfill"),
             ]
         for row in sorted(ctx.extra):
             for text in ctx.extra[row]:
