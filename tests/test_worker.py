@@ -411,24 +411,35 @@ def test_changed_features_rewrite_the_predictions(settings):
     assert set(_rows_per_key(settings).values()) == {1}
 
 
-def test_worker_releases_the_duckdb_file_while_idle(settings):
+def test_an_idle_worker_lets_a_dispatcher_in_another_process_open_the_file(settings):
+    import subprocess
+    import sys
     import threading
 
-    result = {}
-    thread = threading.Thread(
-        target=lambda: result.update(w=run_worker(settings, source="local", idle_exit_seconds=3))
+    pending = SPEC.counts().pending
+    done = {}
+    worker = threading.Thread(
+        target=lambda: done.update(
+            result=run_worker(settings, source="local", max_messages=pending, idle_exit_seconds=60)
+        )
     )
-    thread.start()
+    worker.start()
     try:
-        import time
-
-        time.sleep(0.5)
-        # Another process would wait for the file; in-process, the dispatcher just runs.
-        dispatched = Dispatcher(settings).trigger(GAME_DATE)
-        assert dispatched.requests_published == SPEC.counts().pending
+        dispatch = (
+            "import datetime, sys; from dispatcher.config import Settings;"
+            " from dispatcher.dispatch import Dispatcher;"
+            " r = Dispatcher(Settings(duckdb_path=sys.argv[1])).trigger("
+            "datetime.date.fromisoformat(sys.argv[2])); print(r.requests_published)"
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", dispatch, str(settings.duckdb_path), GAME_DATE.isoformat()],
+            capture_output=True, text=True, timeout=120, check=True,
+        )  # fmt: skip
+        assert out.stdout.strip() == str(pending)
     finally:
-        thread.join(timeout=30)
-    assert result["w"].received == SPEC.counts().pending
+        worker.join(timeout=90)
+    assert done["result"].received == pending
+    assert _coverage(settings)["players_pending"] == 0
 
 
 def test_bad_arguments_are_refused(settings):
