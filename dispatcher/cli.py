@@ -60,7 +60,7 @@ def cli() -> None:
 def demo(game_date: dt.date | None, transport: str | None, as_json: bool) -> None:
     """The whole loop on the embedded DuckDB: Phase 4 in two waves, the event, the
     worker, the retry, the status check at 100 %, the coverage and latency marts."""
-    from .demo import DemoError, run_demo
+    from .sandbox.demo import DemoError, run_demo
 
     settings = _settings()
     if transport:
@@ -295,7 +295,7 @@ def backfill(start_date, end_date, chunk_days, as_json) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def worker(source, subscription, max_messages, idle_exit_seconds, batch_size, as_json) -> None:
     """Reference Phase 5 worker: consume requests, write the five systems' predictions."""
-    from .worker import WorkerError, run_worker
+    from .sandbox.worker import WorkerError, run_worker
 
     settings = _settings()
     try:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dispatcher.slate import SlateSpec
+from dispatcher.sandbox.slate import SlateSpec
 
 
 def expected_readiness(spec: SlateSpec) -> dict:

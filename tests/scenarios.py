@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from dispatcher.slate import SlateSpec
+from dispatcher.sandbox.slate import SlateSpec
 
 #: "now" for every slate and the dbt var as_of, so leases are deterministic.
 NOW = dt.datetime(2026, 11, 28, 14, 0, tzinfo=dt.UTC)
@@ -23,9 +23,7 @@ READY_BY_COUNT = SlateSpec(
     game_date=dt.date(2026, 11, 27), share_production_ready=0.6, seed=1, now=NOW
 )
 #: About 20 % ready, under 100 but at least 50: not ready, not critical.
-NOT_READY = SlateSpec(
-    game_date=dt.date(2026, 11, 26), share_production_ready=0.2, seed=2, now=NOW
-)
+NOT_READY = SlateSpec(game_date=dt.date(2026, 11, 26), share_production_ready=0.2, seed=2, now=NOW)
 #: Fewer than 50 players ready: critical.
 CRITICAL = SlateSpec(
     game_date=dt.date(2026, 11, 25), teams=4, share_production_ready=0.5, seed=3, now=NOW

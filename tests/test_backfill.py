@@ -11,7 +11,7 @@ from warehouses import build_template, copy_of
 
 from dispatcher.cli import cli
 from dispatcher.dispatch import Dispatcher
-from dispatcher.slate import SlateSpec
+from dispatcher.sandbox.slate import SlateSpec
 from dispatcher.warehouse import connect
 
 START = dt.date(2026, 10, 20)

@@ -17,7 +17,7 @@ from warehouses import build_template, copy_of
 from dispatcher import ledger, marts
 from dispatcher.cli import cli
 from dispatcher.dispatch import Dispatcher
-from dispatcher.slate import SlateSpec, generate_slate, write_bigquery
+from dispatcher.sandbox.slate import SlateSpec, generate_slate, write_bigquery
 from dispatcher.warehouse import connect
 
 GAME_DATE = dt.date(2026, 11, 28)
@@ -269,12 +269,18 @@ def test_cli_trigger_json(settings):
         (["trigger", "--event", '{"game_date": "2026-02-30"}'], "not a calendar date"),
         (["trigger", "--event", '{"game_date": "2031-01-01"}'], "days after today"),
         (["trigger", "--event", '{"game_date": 20261128}'], "game_date must be a string"),
-        (["trigger", "--event", '{"game_date": "2026-11-28", "players_ready": "many"}'],
-         "players_ready must be an integer"),  # fmt: skip
-        (["trigger", "--event", '{"game_date": "2026-11-28\'; drop table x; --"}'],
-         "must be YYYY-MM-DD"),  # fmt: skip
-        (["trigger", "--event", '{"game_date": "2026-11-28", "event_type": "other"}'],
-         "event_type"),  # fmt: skip
+        (
+            ["trigger", "--event", '{"game_date": "2026-11-28", "players_ready": "many"}'],
+            "players_ready must be an integer",
+        ),  # fmt: skip
+        (
+            ["trigger", "--event", '{"game_date": "2026-11-28\'; drop table x; --"}'],
+            "must be YYYY-MM-DD",
+        ),  # fmt: skip
+        (
+            ["trigger", "--event", '{"game_date": "2026-11-28", "event_type": "other"}'],
+            "event_type",
+        ),  # fmt: skip
         (["retry", "--game-date", "2026-13-01"], "not a date"),
         (["status", "--game-date", "3026-01-01"], "days after today"),
         (["start", "--wait-minutes", "-1"], "-1"),

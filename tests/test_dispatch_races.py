@@ -30,7 +30,7 @@ from warehouses import build_template, copy_of
 from dispatcher import ledger
 from dispatcher.config import Settings
 from dispatcher.dispatch import EXIT_ERROR, EXIT_OK, Dispatcher, RunResult
-from dispatcher.slate import SlateSpec, generate_slate
+from dispatcher.sandbox.slate import SlateSpec, generate_slate
 from dispatcher.transport import REQUEST_TOPIC
 from dispatcher.warehouse import connect
 
@@ -615,7 +615,7 @@ def bigquery_slate(bigquery_scenarios: Settings) -> tuple[Settings, Expected]:
     from google.auth.credentials import AnonymousCredentials
     from google.cloud import bigquery
 
-    from dispatcher.slate import write_bigquery
+    from dispatcher.sandbox.slate import write_bigquery
 
     spec = _spec(BQ_GAME_DATE, seed=11, now=scenarios.NOW)
     client = bigquery.Client(

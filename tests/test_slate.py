@@ -11,7 +11,7 @@ from datetime import UTC, date, datetime, timedelta
 import duckdb
 import pytest
 
-from dispatcher.slate import (
+from dispatcher.sandbox.slate import (
     FEATURE_NAMES,
     LEDGER_COLUMNS,
     REQUIRED_SYSTEMS,

@@ -11,18 +11,18 @@ import uuid
 import pytest
 from warehouses import build_template, copy_of
 
-from dispatcher import marts, systems
+from dispatcher import marts
 from dispatcher.config import Settings
 from dispatcher.dispatch import Dispatcher, request_message
-from dispatcher.slate import (
+from dispatcher.sandbox import systems
+from dispatcher.sandbox.slate import (
     FEATURE_NAMES,
     REQUIRED_SYSTEMS,
     SlateSpec,
     generate_slate,
     write_bigquery,
 )
-from dispatcher.warehouse import connect
-from dispatcher.worker import (
+from dispatcher.sandbox.worker import (
     Delivery,
     WorkerError,
     parse_request,
@@ -30,6 +30,7 @@ from dispatcher.worker import (
     run_worker,
     write_predictions,
 )
+from dispatcher.warehouse import connect
 
 GAME_DATE = dt.date(2026, 11, 29)
 SPEC = SlateSpec(game_date=GAME_DATE, share_predicted=0.3, share_partially_predicted=0.1, seed=21)
@@ -143,7 +144,7 @@ def test_recommendation_passes_within_one_point(predicted, line, call):
     ],
 )  # fmt: skip
 def test_malformed_requests_are_rejected(body):
-    from dispatcher.worker import MalformedRequest
+    from dispatcher.sandbox.worker import MalformedRequest
 
     with pytest.raises(MalformedRequest):
         parse_request(body)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from dispatcher import dbt
 from dispatcher.config import Settings
-from dispatcher.slate import SlateSpec, generate_slate, write_duckdb
+from dispatcher.sandbox.slate import SlateSpec, generate_slate, write_duckdb
 
 FILE_NAME = "warehouse.duckdb"
 

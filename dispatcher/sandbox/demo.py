@@ -9,11 +9,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from . import dbt, display, marts
-from .config import Settings
-from .dispatch import Dispatcher, RunResult
+from .. import dbt, display, marts
+from ..config import Settings
+from ..dispatch import Dispatcher, RunResult
+from ..warehouse import connect
 from .slate import SlateSpec, generate_slate, write_duckdb
-from .warehouse import connect
 from .worker import run_worker
 
 Echo = Callable[[str], None]
@@ -130,8 +130,8 @@ def _work(settings: Settings, published: int) -> int:
 
 
 def _prepare_pubsub(project: str) -> None:
-    from .transport import REQUEST_TOPIC
-    from .transport_pubsub import ensure_subscription, ensure_topics
+    from ..transport import REQUEST_TOPIC
+    from ..transport_pubsub import ensure_subscription, ensure_topics
     from .worker import DEFAULT_SUBSCRIPTION
 
     ensure_topics(project, [REQUEST_TOPIC])

@@ -36,7 +36,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 
-from .ledger import request_id
+from ..ledger import request_id
 from .systems import recommendation
 
 __all__ = [

@@ -36,11 +36,11 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from ..config import Settings
+from ..logs import log
+from ..transport import REQUEST_TOPIC
+from ..warehouse import TransactionConflict, Warehouse, WarehouseError, connect
 from . import systems
-from .config import Settings
-from .logs import log
-from .transport import REQUEST_TOPIC
-from .warehouse import TransactionConflict, Warehouse, WarehouseError, connect
 
 PREDICTIONS = "nba_predictions.player_prop_predictions"
 FEATURES = "nba_predictions.ml_feature_store_v2"
@@ -503,7 +503,7 @@ class _Warehouses:
         if self.settings.warehouse == "duckdb":
             return self.warehouse().connection  # type: ignore[attr-defined]
         if self._outbox is None:
-            from .warehouse import DuckDBWarehouse
+            from ..warehouse import DuckDBWarehouse
 
             self._outbox = DuckDBWarehouse(self.settings.duckdb_path)
         return self._outbox.connection  # type: ignore[attr-defined]
@@ -530,7 +530,7 @@ class _LocalSource:
         self.handles = handles
 
     def pull(self, max_messages: int, wait: float) -> list[Delivery]:
-        from .transport_local import pull_outbox
+        from ..transport_local import pull_outbox
 
         rows = pull_outbox(self.handles.outbox_connection(), REQUEST_TOPIC, max_messages)
         if not rows:
@@ -540,7 +540,7 @@ class _LocalSource:
         return [Delivery(row["data"], row["message_id"]) for row in rows]
 
     def ack(self, deliveries: Iterable[Delivery]) -> None:
-        from .transport_local import ack_outbox
+        from ..transport_local import ack_outbox
 
         ack_outbox(self.handles.outbox_connection(), [d.message_id for d in deliveries])
 
@@ -558,7 +558,7 @@ class _PubSubSource:
     def __init__(self, project: str, subscription: str, batch_size: int) -> None:
         from google.cloud import pubsub_v1
 
-        from .transport_pubsub import subscription_path
+        from ..transport_pubsub import subscription_path
 
         path = (
             subscription
