@@ -46,6 +46,7 @@ joined as (
         predictions.last_predicted_at,
 
         coalesce(requests.request_attempts, 0) as request_attempts,
+        coalesce(requests.request_attempts, 0) + 1 as next_attempt,
         requests.first_published_at,
         requests.last_requested_at,
         requests.lease_expires_at,
@@ -101,4 +102,7 @@ final as (
 
 )
 
-select * from final
+select
+    *,
+    {{ request_id('game_date', 'player_lookup', 'next_attempt') }} as next_request_id
+from final

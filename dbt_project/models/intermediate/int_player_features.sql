@@ -1,4 +1,6 @@
-{#- The latest Phase 4 feature row per player and date. -#}
+{#- The latest Phase 4 feature row per player and date, whatever its readiness: a
+    row Phase 4 rewrote as not production ready makes the player not ready. The
+    marts and the reference worker both read features through this model. -#}
 with
 
 features as (
@@ -24,7 +26,11 @@ final as (
     select
         game_date,
         player_lookup,
+        game_id,
+        features,
+        feature_names,
         feature_count,
+        feature_version,
         feature_quality_score,
         is_production_ready,
         created_at as features_created_at,

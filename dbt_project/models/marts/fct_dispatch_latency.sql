@@ -115,7 +115,11 @@ final as (
             when minutes_waited > {{ var('latency_critical_minutes') }} then 'critical'
             when minutes_waited > {{ var('latency_warning_minutes') }} then 'warning'
             else 'ok'
-        end as latency_alert_level
+        end as latency_alert_level,
+
+        -- the thresholds applied, for the messages that quote them
+        cast({{ var('latency_warning_minutes') }} as int64) as latency_warning_minutes,
+        cast({{ var('latency_critical_minutes') }} as int64) as latency_critical_minutes
 
     from joined
 

@@ -14,25 +14,21 @@ final as (
         player_lookup,
         game_id,
 
-        -- what a prediction request carries
+        -- the request the dispatcher claims and publishes
+        next_request_id,
+        next_attempt,
         team_abbr,
         opponent_team_abbr,
         is_home,
         current_points_line,
 
-        -- state
-        state,
+        -- why it is pending
         reason,
-        has_features,
-        is_ready,
         systems_predicted,
-
-        -- requests
-        request_attempts,
-        last_requested_at,
-        lease_expires_at
+        request_attempts
 
     from dispatch_state
+    where state = 'pending'
 
 )
 

@@ -30,7 +30,12 @@ final as (
             and players_ready * 100 >= {{ var('ready_pct_threshold') }} * players_expected
         )
         or players_ready >= {{ var('ready_count_threshold') }} as is_ready,
-        players_ready < {{ var('critical_ready_count') }} as is_critical
+        players_ready < {{ var('critical_ready_count') }} as is_critical,
+
+        -- the thresholds applied, for the messages that quote them
+        cast({{ var('ready_pct_threshold') }} as numeric) as ready_pct_threshold,
+        cast({{ var('ready_count_threshold') }} as int64) as ready_count_threshold,
+        cast({{ var('critical_ready_count') }} as int64) as critical_ready_count
 
     from counts
 

@@ -36,7 +36,10 @@ joined as (
         coalesce(counted.players_predicted, 0) as players_predicted,
         coalesce(counted.players_in_flight, 0) as players_in_flight,
         coalesce(counted.players_pending, 0) as players_pending,
-        coalesce(counted.players_not_ready, 0) as players_not_ready
+        coalesce(counted.players_not_ready, 0) as players_not_ready,
+        readiness.is_ready as is_phase4_ready,
+        readiness.is_critical as is_phase4_critical,
+        readiness.critical_ready_count
     from readiness
     left join counted on readiness.game_date = counted.game_date
 
@@ -56,6 +59,11 @@ final as (
         players_pending,
         players_not_ready,
         players_expected - players_predicted - players_in_flight as players_missing,
+
+        -- Phase 4, as fct_phase4_readiness decides it
+        is_phase4_ready,
+        is_phase4_critical,
+        critical_ready_count,
 
         -- coverage
         cast({{ percent('players_predicted', 'players_expected') }} as numeric)
@@ -77,7 +85,13 @@ final as (
                 < {{ var('coverage_warning_pct') }} * players_expected
                 then 'warning'
             else 'ok'
-        end as alert_level
+        end as alert_level,
+
+        -- the thresholds applied, for the messages that quote them
+        cast({{ var('missing_warning_pct') }} as numeric) as missing_warning_pct,
+        cast({{ var('missing_warning_count') }} as int64) as missing_warning_count,
+        cast({{ var('coverage_warning_pct') }} as numeric) as coverage_warning_pct,
+        cast({{ var('coverage_critical_pct') }} as numeric) as coverage_critical_pct
 
     from joined
 

@@ -14,7 +14,9 @@ renamed as (
         game_id,
         game_date,
 
-        -- feature vector summary (the arrays stay in the source)
+        -- feature vector
+        features,
+        feature_names,
         feature_count,
         feature_version,
         cast(feature_quality_score as numeric)
