@@ -21,8 +21,9 @@ import alerts as alerting
 from . import ledger, marts
 from .config import Settings
 from .logs import log
+from .stages import Stages
 from .transport import REQUEST_TOPIC, OutgoingMessage, PublishResult, Transport
-from .warehouse import Warehouse, connect
+from .warehouse import FORCE_STATES, Warehouse, connect
 
 RUN_LOG = "nba_orchestration.dispatch_runs"
 
@@ -52,6 +53,8 @@ class RunResult:
     players_filtered: int | None = None
     #: Per-date results (backfill only).
     dates: list[dict[str, Any]] | None = None
+    #: Where the time went and how many warehouse statements the run sent.
+    stages: Stages = field(default_factory=Stages, repr=False)
 
     def as_json(self) -> dict[str, Any]:
         out = {
@@ -111,11 +114,7 @@ class Dispatcher:
         if self.settings.transport == "local":
             from .transport_local import LocalOutboxTransport
 
-            if warehouse.kind == "duckdb":
-                return LocalOutboxTransport(warehouse.connection)
-            import duckdb
-
-            return LocalOutboxTransport(duckdb.connect(str(self.settings.duckdb_path)))
+            return LocalOutboxTransport(warehouse.outbox())
         from .transport_pubsub import PubSubTransport
 
         return PubSubTransport(
@@ -132,6 +131,7 @@ class Dispatcher:
         warehouse: Warehouse | None = None,
     ) -> Iterator[RunResult]:
         result = RunResult(game_date=game_date, command=command, trigger_source=trigger_source)
+        result.stages.attach(warehouse)
         started = dt.datetime.now(dt.UTC).replace(tzinfo=None)
         t0 = time.perf_counter()
         log("INFO", f"{command} started", game_date=game_date.isoformat(),
@@ -144,11 +144,13 @@ class Dispatcher:
             log("ERROR", result.error, game_date=game_date.isoformat(), run_id=result.run_id)
         finally:
             result.duration_ms = int((time.perf_counter() - t0) * 1000)
-            self._record(result, started, warehouse)
+            with result.stages.stage("run_log"):
+                self._record(result, started, warehouse)
             log("INFO", f"{command} finished: {result.outcome}",
                 game_date=game_date.isoformat(), run_id=result.run_id,
                 outcome=result.outcome, requests_published=result.requests_published,
-                duration_ms=result.duration_ms)  # fmt: skip
+                duration_ms=result.duration_ms, stages_ms=result.stages.rounded(),
+                round_trips=result.stages.round_trips())  # fmt: skip
 
     def _record(
         self, result: RunResult, started: dt.datetime, warehouse: Warehouse | None
@@ -209,30 +211,32 @@ class Dispatcher:
         refuse_critical: bool,
         force: bool = False,
     ) -> RunResult:
-        game_date = result.game_date
-        readiness = marts.readiness(wh, game_date)
-        ready = readiness["players_ready"] if readiness else 0
-        critical = readiness is None or readiness["is_critical"]
-        if refuse_critical and critical and not force:
-            self._counts(result, marts.coverage(wh, game_date))
-            result.outcome, result.exit_code = "critical", EXIT_CRITICAL
-            self._alert(wh, result, [alerting.Alert(
-                game_date, "phase4_critical", "critical",
-                f"Phase 4 insufficient for {game_date}: {ready} players ready "
-                "(< 50); nothing dispatched",
-            )])  # fmt: skip
-            return result
+        game_date, stages = result.game_date, result.stages
         result.batch_id = uuid.uuid4().hex
-        claimed = ledger.claim(
-            wh, game_date, batch_id=result.batch_id,
-            trigger_source=result.trigger_source, force=force,
-        )  # fmt: skip
+        with stages.stage("claim"):
+            # The claim itself refuses a critical date: no readiness read before it.
+            claimed = ledger.claim(
+                wh, game_date, batch_id=result.batch_id, trigger_source=result.trigger_source,
+                force=force, unless_critical=refuse_critical and not force,
+            )  # fmt: skip
         if claimed:
             self._publish(wh, result, claimed)
         else:
             result.batch_id = None
-        coverage = marts.coverage(wh, game_date)
+        with stages.stage("coverage"):
+            coverage = marts.coverage(wh, game_date)
         self._counts(result, coverage)
+        critical = coverage is None or coverage["is_phase4_critical"]
+        if not claimed and refuse_critical and critical and not force:
+            result.outcome, result.exit_code = "critical", EXIT_CRITICAL
+            self._alert(wh, result, [alerting.Alert(
+                game_date, "phase4_critical", "critical",
+                f"Phase 4 insufficient for {game_date}: no Phase 3 slate; nothing dispatched"
+                if coverage is None else
+                f"Phase 4 insufficient for {game_date}: {coverage['players_ready']} players"
+                f" ready (< {coverage['critical_ready_count']}); nothing dispatched",
+            )])  # fmt: skip
+            return result
         if result.requests_failed:
             result.outcome, result.exit_code = "publish_failed", EXIT_ERROR
             result.error = (
@@ -242,7 +246,8 @@ class Dispatcher:
         elif not claimed:
             result.outcome = "nothing_pending"
         else:
-            result.outcome = "dispatched" if readiness and readiness["is_ready"] else "partial"
+            ready = coverage is not None and coverage["is_phase4_ready"]
+            result.outcome = "dispatched" if ready else "partial"
         if claimed and coverage and coverage["is_missing_warning"]:
             self._alert(wh, result, [alerting.Alert(
                 game_date, "partial_dispatch", "warning",
@@ -253,12 +258,14 @@ class Dispatcher:
         return result
 
     def _publish(self, wh: Warehouse, result: RunResult, claimed: list[dict[str, Any]]) -> None:
-        messages = self._messages(result, claimed, result.batch_id)
-        with self._transport(wh) as transport:
+        batch_id = result.batch_id or ""
+        with result.stages.stage("messages"):
+            messages = self._messages(result, claimed, batch_id)
+        with result.stages.stage("publish"), self._transport(wh) as transport:
             outcomes = transport.publish(
                 REQUEST_TOPIC, messages, timeout=self.settings.publish_timeout_seconds
             )
-        self._settle(wh, result, outcomes, result.batch_id, result.game_date, result.game_date)
+        self._settle(wh, result, outcomes, batch_id, result.game_date, result.game_date)
 
     @contextlib.contextmanager
     def _transport(self, wh: Warehouse) -> Iterator[Transport]:
@@ -289,10 +296,11 @@ class Dispatcher:
         last: dt.date,
     ) -> None:
         """Confirm what the transport acknowledged, release the rest of the batch's claims."""
-        acknowledged = [(o.request_id, o.message_id) for o in outcomes if o.ok]
+        acknowledged = [(o.request_id, o.message_id or "") for o in outcomes if o.ok]
         for attempt in range(3):
             try:
-                ledger.confirm(wh, first, acknowledged, through=last)
+                with result.stages.stage("confirm"):
+                    ledger.confirm(wh, first, acknowledged, batch_id=batch_id, through=last)
                 break
             except Exception:
                 if attempt == 2:
@@ -302,7 +310,6 @@ class Dispatcher:
                         acknowledged=acknowledged)  # fmt: skip
                     raise
                 self.sleep(0.5 * (attempt + 1))
-        ledger.release(wh, first, batch_id, through=last)
         result.requests_published += len(acknowledged)
         result.requests_failed += len(outcomes) - len(acknowledged)
         for failure in [o for o in outcomes if not o.ok][:5]:
@@ -333,7 +340,7 @@ class Dispatcher:
         trigger_source: str = "scheduler",
     ) -> RunResult:
         """Scheduler backup: wait for readiness up to wait_minutes, then dispatch
-        (partially when at least 50 players are ready); --force skips the wait and
+        (partially unless Phase 4 is critical); --force skips the wait and
         re-requests predicted players."""
         with self._run("start", game_date, trigger_source) as result:
             deadline = self.clock() + wait_minutes * 60
@@ -352,11 +359,12 @@ class Dispatcher:
                     players_ready=readiness and readiness["players_ready"])  # fmt: skip
                 self.sleep(min(poll_seconds, remaining))
             with self.warehouse() as wh:
+                result.stages.attach(wh)
                 self._dispatch(wh, result, refuse_critical=True, force=force)
         return result
 
     def status(self, game_date: dt.date, *, trigger_source: str = "scheduler") -> RunResult:
-        """Coverage check (07:00 PT): alert below 90 %, critical below 50 % or at 0."""
+        """Coverage check (07:00 PT): alert at fct_prediction_coverage's alert_level."""
         with self.warehouse() as wh, self._run("status", game_date, trigger_source, wh) as result:
             coverage = marts.coverage(wh, game_date)
             self._counts(result, coverage)
@@ -399,15 +407,21 @@ class Dispatcher:
             while first <= end:
                 last = min(first + dt.timedelta(days=chunk_days - 1), end)
                 batch_id = uuid.uuid4().hex
-                claimed = ledger.claim(
-                    wh, first, batch_id=batch_id, trigger_source=trigger_source, through=last
-                )
+                with result.stages.stage("claim"):
+                    claimed = ledger.claim(
+                        wh, first, batch_id=batch_id, trigger_source=trigger_source, through=last
+                    )
                 submitted = None
                 if claimed:
                     result.batch_id = batch_id
+                    with result.stages.stage("messages"):
+                        messages = self._messages(result, claimed, batch_id)
+                    with result.stages.stage("publish"):
+                        waiting = _submit(
+                            transport, messages, self.settings.publish_timeout_seconds
+                        )
                     submitted = (
-                        _submit(transport, self._messages(result, claimed, batch_id),
-                                self.settings.publish_timeout_seconds),
+                        waiting,
                         {row["request_id"]: row["game_date"] for row in claimed},
                         batch_id, first, last,
                     )  # fmt: skip
@@ -448,7 +462,8 @@ class Dispatcher:
 
     def _settle_chunk(self, wh, result, chunk, published: dict[dt.date, int]) -> None:
         waiting, dates, batch_id, first, last = chunk
-        outcomes = waiting()
+        with result.stages.stage("publish_wait"):
+            outcomes = waiting()
         self._settle(wh, result, outcomes, batch_id, first, last)
         for outcome in outcomes:
             if outcome.ok:
@@ -460,7 +475,7 @@ class Dispatcher:
         with self.warehouse() as wh, self._run("plan", game_date, "manual", wh) as result:
             readiness = marts.readiness(wh, game_date)
             self._counts(result, marts.coverage(wh, game_date))
-            claimable = ledger.FORCE_CLAIMABLE if force else ledger.CLAIMABLE
+            claimable = FORCE_STATES if force else ("pending",)
             result.plan = [
                 {
                     "player_lookup": player["player_lookup"],
@@ -468,7 +483,7 @@ class Dispatcher:
                     "action": "publish" if player["state"] in claimable else "skip",
                     "reason": player["reason"],
                 }
-                for player in marts.players(wh, game_date)
+                for player in marts.dispatch_state(wh, game_date)
             ]
             would = sum(1 for item in result.plan if item["action"] == "publish")
             if readiness is None:
@@ -498,7 +513,7 @@ def _submit(
 def request_message(
     row: dict[str, Any], batch_id: str, trigger_source: str, requested_at: str
 ) -> OutgoingMessage:
-    """The prediction request of SPEC §7 for one claimed ledger row."""
+    """The prediction request message (docs/CONTRACT.md) for one claimed request."""
     line = row.get("current_points_line")
     body = {
         "request_id": row["request_id"],

@@ -5,10 +5,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from .warehouse import Warehouse
+from .warehouse import DISPATCH_STATE, PENDING, READINESS, Warehouse
 
-READINESS = "nba_orchestration.fct_phase4_readiness"
-PENDING = "nba_orchestration.fct_pending_players"
 COVERAGE = "nba_orchestration.fct_prediction_coverage"
 LATENCY = "nba_orchestration.fct_dispatch_latency"
 
@@ -32,13 +30,18 @@ def latency(warehouse: Warehouse, game_date: dt.date) -> dict[str, Any] | None:
     return _one(warehouse, LATENCY, game_date)
 
 
-def players(
-    warehouse: Warehouse, game_date: dt.date, states: list[str] | None = None
-) -> list[dict[str, Any]]:
-    """fct_pending_players rows for the date, optionally only some states."""
-    sql = f"select * from {PENDING} where game_date = @game_date"
-    params: dict[str, Any] = {"game_date": game_date}
-    if states:
-        sql += " and state in (select * from unnest(@states))"
-        params["states"] = list(states)
-    return warehouse.query(sql + " order by player_lookup", params)
+def _players(warehouse: Warehouse, table: str, game_date: dt.date) -> list[dict[str, Any]]:
+    return warehouse.query(
+        f"select * from {table} where game_date = @game_date order by player_lookup",
+        {"game_date": game_date},
+    )
+
+
+def dispatch_state(warehouse: Warehouse, game_date: dt.date) -> list[dict[str, Any]]:
+    """Every expected player of the date with its state and reason (fct_player_dispatch_state)."""
+    return _players(warehouse, DISPATCH_STATE, game_date)
+
+
+def pending(warehouse: Warehouse, game_date: dt.date) -> list[dict[str, Any]]:
+    """The players a dispatch would request now (fct_pending_players)."""
+    return _players(warehouse, PENDING, game_date)

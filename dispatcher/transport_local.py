@@ -16,7 +16,8 @@ Table (created by dbt, model ``request_outbox``)::
         acked_at TIMESTAMP       -- null until a worker acknowledges it
     )
 
-A DuckDB connection must not be used from two threads at once: the caller owns it.
+The transport works on the DuckDB warehouse's own connection and parameter style;
+a DuckDB connection must not be used from two threads at once: the caller owns it.
 """
 
 from __future__ import annotations
@@ -25,9 +26,12 @@ import datetime as dt
 import json
 import uuid
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .transport import OutgoingMessage, PublishResult
+
+if TYPE_CHECKING:
+    from .warehouse_duckdb import DuckDBWarehouse
 
 OUTBOX_TABLE = "nba_orchestration.request_outbox"
 
@@ -35,12 +39,12 @@ _INSERT = f"""
 insert into {OUTBOX_TABLE}
     (message_id, topic, game_date, data, attributes, published_at, acked_at)
 select
-    unnest($message_ids::varchar[]),
-    $topic,
-    unnest($game_dates::date[]),
-    unnest($bodies::varchar[]),
-    unnest($attributes::varchar[]),
-    $published_at,
+    unnest(@message_ids::varchar[]),
+    @topic,
+    unnest(@game_dates::date[]),
+    unnest(@bodies::varchar[]),
+    unnest(@attributes::varchar[]),
+    @published_at,
     null
 """
 
@@ -48,15 +52,15 @@ select
 _PULL = f"""
 select message_id, topic, game_date, data, attributes, published_at
 from {OUTBOX_TABLE}
-where topic = $topic and acked_at is null
+where topic = @topic and acked_at is null
 order by published_at, rowid
-limit $max_messages
+limit @max_messages
 """
 
 _ACK = f"""
 update {OUTBOX_TABLE}
-set acked_at = $acked_at
-where message_id in (select unnest($message_ids::varchar[])) and acked_at is null
+set acked_at = @acked_at
+where message_id in (select unnest(@message_ids::varchar[])) and acked_at is null
 """
 
 
@@ -70,14 +74,12 @@ def _error(exc: BaseException) -> str:
 
 
 class LocalOutboxTransport:
-    """Transport over an open ``duckdb`` connection (the warehouse's, same file)."""
+    """Transport into the outbox of an open DuckDB warehouse."""
 
     kind = "local"
 
-    def __init__(self, connection: Any) -> None:
-        if connection is None:
-            raise ValueError("LocalOutboxTransport needs an open duckdb connection")
-        self.connection = connection
+    def __init__(self, warehouse: DuckDBWarehouse) -> None:
+        self.warehouse = warehouse
 
     def publish(
         self, topic: str, messages: Sequence[OutgoingMessage], *, timeout: float = 10.0
@@ -99,7 +101,7 @@ class LocalOutboxTransport:
 
         if rows:
             try:
-                self.connection.execute(
+                self.warehouse.execute(
                     _INSERT,
                     {
                         "message_ids": [row[1] for row in rows],
@@ -137,7 +139,9 @@ def _row_values(message: OutgoingMessage) -> tuple[dt.date, str, str]:
     return game_date, body, json.dumps(attributes, sort_keys=True, ensure_ascii=False)
 
 
-def pull_outbox(connection: Any, topic: str, max_messages: int) -> list[dict[str, Any]]:
+def pull_outbox(
+    warehouse: DuckDBWarehouse, topic: str, max_messages: int
+) -> list[dict[str, Any]]:
     """Unacknowledged messages of ``topic``, oldest first, at most ``max_messages``.
 
     Each dict has message_id, topic, game_date (date), data (the JSON body, str),
@@ -146,18 +150,16 @@ def pull_outbox(connection: Any, topic: str, max_messages: int) -> list[dict[str
     """
     if max_messages <= 0:
         return []
-    cursor = connection.execute(_PULL, {"topic": topic, "max_messages": int(max_messages)})
-    names = [column[0] for column in cursor.description]
-    rows = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+    rows = warehouse.query(_PULL, {"topic": topic, "max_messages": int(max_messages)})
     for row in rows:
         row["attributes"] = json.loads(row["attributes"]) if row["attributes"] else {}
     return rows
 
 
-def ack_outbox(connection: Any, message_ids: Iterable[str]) -> int:
+def ack_outbox(warehouse: DuckDBWarehouse, message_ids: Iterable[str]) -> int:
     """Mark messages acknowledged (acked_at = now, UTC); returns how many were newly acked."""
     ids = list(dict.fromkeys(message_ids))
     if not ids:
         return 0
-    row = connection.execute(_ACK, {"message_ids": ids, "acked_at": _utc_now()}).fetchone()
-    return int(row[0]) if row else 0
+    rows = warehouse.query(_ACK, {"message_ids": ids, "acked_at": _utc_now()})
+    return int(next(iter(rows[0].values()))) if rows else 0

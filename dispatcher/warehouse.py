@@ -1,23 +1,40 @@
 """The warehouse the marts live in: DuckDB (embedded default) or BigQuery.
 
-Queries are written once, in BigQuery's named-parameter form (``@game_date``),
-and always bound, never formatted. Tables are named ``dataset.table``; BigQuery
-resolves them in the client's project, DuckDB as ``schema.table``.
+One typed interface, :class:`Warehouse`, and one module per warehouse that owns its
+dialect (``warehouse_duckdb``, ``warehouse_bigquery``): callers ask it to read, to
+claim, confirm or release requests in the ledger, and to upsert predictions; they
+never branch on which warehouse it is. Queries are written in one parameter style,
+BigQuery's named parameters (``@game_date``), and always bound, never formatted.
+Tables are named ``dataset.table``; BigQuery resolves them in the client's project,
+DuckDB as ``schema.table``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import re
-import time
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
-from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from .config import Settings
+from .config import ConfigError, Settings
 
-_PARAM = re.compile(r"@([A-Za-z_][A-Za-z0-9_]*)")
+if TYPE_CHECKING:
+    from .warehouse_duckdb import DuckDBWarehouse
+
+LEDGER = "nba_orchestration.request_ledger"
+PENDING = "nba_orchestration.fct_pending_players"
+DISPATCH_STATE = "nba_orchestration.fct_player_dispatch_state"
+READINESS = "nba_orchestration.fct_phase4_readiness"
+PREDICTIONS = "nba_predictions.player_prop_predictions"
+
+#: The states `claim(force=True)` requests: predicted players are requested again.
+FORCE_STATES = ("pending", "predicted")
+
+#: The columns a claim returns per claimed request: what a prediction request carries.
+CLAIM_COLUMNS = (
+    "request_id", "attempt", "game_date", "player_lookup", "game_id",
+    "team_abbr", "opponent_team_abbr", "is_home", "current_points_line",
+)  # fmt: skip
 
 
 class WarehouseError(RuntimeError):
@@ -29,26 +46,88 @@ class TransactionConflict(WarehouseError):
 
 
 class Warehouse(Protocol):
+    """What the dispatcher and the reference worker ask of a warehouse.
+
+    ``first``/``last`` bound the game dates a ledger operation touches (one date, or a
+    backfill range): every statement filters ``game_date`` on them.
+    """
+
     kind: str
+    #: Statements sent so far (round trips): the run's stages report them.
+    statements: int
 
     def query(self, sql: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
-        """Run a read query; rows as dicts."""
+        """Run a read query; rows as dicts of plain Python values."""
+        ...
 
     def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
         """Run a statement."""
+        ...
+
+    def claim(
+        self,
+        first: dt.date,
+        last: dt.date,
+        *,
+        batch_id: str,
+        trigger_source: str,
+        claimed_at: dt.datetime,
+        force: bool = False,
+        unless_critical: bool = False,
+    ) -> list[dict[str, Any]]:
+        """Insert one ledger row per pending player (with ``force``: predicted players
+        too) of the dates, atomically against every other claim on them; the claimed
+        requests (:data:`CLAIM_COLUMNS`) ordered by date and player. With
+        ``unless_critical``, a date whose Phase 4 readiness is critical (or that has no
+        slate) claims nothing. TransactionConflict when a concurrent claim won."""
+        ...
+
+    def confirm(
+        self,
+        first: dt.date,
+        last: dt.date,
+        *,
+        batch_id: str,
+        acknowledged: Sequence[tuple[str, str]],
+        published_at: dt.datetime,
+    ) -> None:
+        """Record the (request_id, message_id) pairs the transport acknowledged and
+        release the batch's other claims, in one atomic step."""
+        ...
+
+    def release(self, first: dt.date, last: dt.date, *, batch_id: str) -> None:
+        """Drop the batch's unconfirmed claims so that the players are pending again."""
+        ...
+
+    def upsert_predictions(
+        self, rows: Sequence[Mapping[str, Any]], *, created_at: dt.datetime
+    ) -> None:
+        """Write prediction rows keyed on (game_date, player_lookup, system_id), every one
+        active and created at ``created_at``, never a second row for a key."""
+        ...
+
+    def outbox(self) -> DuckDBWarehouse:
+        """The DuckDB file that holds the local transport's outbox."""
+        ...
 
     def close(self) -> None:
         """Release the connection."""
+        ...
 
 
 def connect(settings: Settings) -> Warehouse:
+    """The settings' warehouse, open."""
     if settings.warehouse == "duckdb":
-        if not Path(settings.duckdb_path).exists():
+        from .warehouse_duckdb import DuckDBWarehouse
+
+        if not settings.duckdb_path.exists():
             raise WarehouseError(
                 f"no DuckDB warehouse at {settings.duckdb_path}: run `dbt build` there first"
                 " (or `dispatcher demo`), or set DISPATCHER_DUCKDB_PATH"
             )
         return DuckDBWarehouse(settings.duckdb_path)
+    from .warehouse_bigquery import BigQueryWarehouse
+
     return BigQueryWarehouse(
         project=settings.gcp_project or "",
         api_endpoint=settings.bigquery_api_endpoint,
@@ -57,7 +136,14 @@ def connect(settings: Settings) -> Warehouse:
     )
 
 
-def _plain(value: Any) -> Any:
+def no_local_outbox() -> ConfigError:
+    return ConfigError(
+        "the local transport keeps its outbox in the DuckDB warehouse: with"
+        " DISPATCHER_WAREHOUSE=bigquery set DISPATCHER_TRANSPORT=pubsub"
+    )
+
+
+def plain(value: Any) -> Any:
     """Warehouse values as plain Python: Decimal -> float, aware datetimes -> naive UTC."""
     if isinstance(value, Decimal):
         return float(value)
@@ -66,164 +152,24 @@ def _plain(value: Any) -> Any:
     return value
 
 
-class DuckDBWarehouse:
-    """One DuckDB file. The file admits one writing process at a time: opening it
-    while another process holds it is retried until ``lock_timeout`` passes."""
-
-    kind = "duckdb"
-
-    def __init__(self, path: Path | str, *, lock_timeout: float = 30.0) -> None:
-        import duckdb
-
-        self.path = Path(path)
-        deadline = time.monotonic() + lock_timeout
-        delay = 0.05
-        while True:
-            try:
-                self._con = duckdb.connect(str(self.path))
-                break
-            except duckdb.IOException as exc:
-                if "lock" not in str(exc).lower() or time.monotonic() > deadline:
-                    raise WarehouseError(f"cannot open {self.path}: {exc}") from exc
-                time.sleep(delay)
-                delay = min(delay * 2, 0.5)
-        self._con.execute("set TimeZone = 'UTC'")
-
-    @staticmethod
-    def _sql(sql: str) -> str:
-        return _PARAM.sub(r"$\1", sql)
-
-    def _execute(self, sql: str, params: Mapping[str, Any] | None):
-        import duckdb
-
-        try:
-            return self._con.execute(self._sql(sql), dict(params or {}))
-        except duckdb.CatalogException as exc:
-            raise WarehouseError(f"{exc} (has `dbt build` run on {self.path}?)") from exc
-
-    def query(self, sql: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
-        cursor = self._execute(sql, params)
-        names = [column[0] for column in cursor.description]
-        return [
-            {name: _plain(value) for name, value in zip(names, row, strict=True)}
-            for row in cursor.fetchall()
-        ]
-
-    def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
-        self._execute(sql, params)
-
-    def transaction(
-        self, statements: Sequence[str], params: Mapping[str, Any] | None = None
-    ) -> None:
-        """Run statements atomically; TransactionConflict when a concurrent one won."""
-        import duckdb
-
-        values = dict(params or {})
-        self._con.begin()
-        try:
-            for statement in statements:
-                sql = self._sql(statement)
-                used = {name: values[name] for name in _PARAM.findall(statement)}
-                self._con.execute(sql, used)
-            self._con.commit()
-        except duckdb.TransactionException as exc:
-            self._con.rollback()
-            raise TransactionConflict(str(exc)) from exc
-        except Exception:
-            self._con.rollback()
-            raise
-
-    @property
-    def connection(self):
-        return self._con
-
-    def close(self) -> None:
-        self._con.close()
+def prediction_arrays(rows: Sequence[Mapping[str, Any]]) -> dict[str, list[Any]]:
+    """Prediction rows as one array parameter per column (zipped back in SQL)."""
+    return {
+        "prediction_ids": [r["prediction_id"] for r in rows],
+        "system_ids": [r["system_id"] for r in rows],
+        "player_lookups": [r["player_lookup"] for r in rows],
+        "game_ids": [r["game_id"] or "" for r in rows],
+        "game_dates": [r["game_date"] for r in rows],
+        "predicted_points": [float(r["predicted_points"]) for r in rows],
+        "confidence_scores": [float(r["confidence_score"]) for r in rows],
+        "recommendations": [r["recommendation"] for r in rows],
+        "has_lines": [r["current_points_line"] is not None for r in rows],
+        # BigQuery array parameters cannot hold NULL: has_lines says which are real.
+        "points_lines": [float(r["current_points_line"] or 0.0) for r in rows],
+    }
 
 
-class BigQueryWarehouse:
-    """google-cloud-bigquery with named parameters and bounded time on every call."""
-
-    kind = "bigquery"
-
-    def __init__(
-        self,
-        *,
-        project: str,
-        api_endpoint: str | None = None,
-        location: str = "US",
-        timeout: float = 60.0,
-        client=None,
-    ) -> None:
-        from google.cloud import bigquery
-
-        self._bigquery = bigquery
-        self.timeout = timeout
-        self.location = location
-        if client is None:
-            kwargs: dict[str, Any] = {"project": project, "location": location}
-            if api_endpoint:
-                from google.api_core.client_options import ClientOptions
-                from google.auth.credentials import AnonymousCredentials
-
-                kwargs["client_options"] = ClientOptions(api_endpoint=api_endpoint)
-                kwargs["credentials"] = AnonymousCredentials()
-            client = bigquery.Client(**kwargs)
-        self.client = client
-
-    def _parameter(self, name: str, value: Any):
-        bq = self._bigquery
-        if isinstance(value, Sequence) and not isinstance(value, str | bytes):
-            items = list(value)
-            kind = _scalar_type(items[0]) if items else "STRING"
-            return bq.ArrayQueryParameter(name, kind, items)
-        return bq.ScalarQueryParameter(name, _scalar_type(value), value)
-
-    def _job(self, sql: str, params: Mapping[str, Any] | None):
-        config = self._bigquery.QueryJobConfig(
-            query_parameters=[self._parameter(k, v) for k, v in (params or {}).items()],
-            job_timeout_ms=int(self.timeout * 1000),
-        )
-        try:
-            job = self.client.query(
-                sql, job_config=config, timeout=self.timeout, job_retry=None
-            )
-            return job, job.result(timeout=self.timeout)
-        except Exception as exc:  # google.api_core raises many types; one error for callers
-            raise WarehouseError(f"BigQuery query failed: {exc}") from exc
-
-    def query(self, sql: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
-        _, rows = self._job(sql, params)
-        return [{key: _plain(value) for key, value in row.items()} for row in rows]
-
-    def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
-        self._job(sql, params)
-
-    def conflicting(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
-        """Run mutating DML; a concurrent-update abort becomes TransactionConflict."""
-        try:
-            self._job(sql, params)
-        except WarehouseError as exc:
-            text = str(exc).lower()
-            if "concurrent update" in text or "aborted" in text or "serialize access" in text:
-                raise TransactionConflict(str(exc)) from exc
-            raise
-
-    def close(self) -> None:
-        self.client.close()
-
-
-def _scalar_type(value: Any) -> str:
-    if isinstance(value, bool):
-        return "BOOL"
-    if isinstance(value, int):
-        return "INT64"
-    if isinstance(value, float):
-        return "FLOAT64"
-    if isinstance(value, Decimal):
-        return "NUMERIC"
-    if isinstance(value, dt.datetime):
-        return "TIMESTAMP"
-    if isinstance(value, dt.date):
-        return "DATE"
-    return "STRING"
+PREDICTION_COLUMNS = (
+    "prediction_id, system_id, player_lookup, game_id, game_date, predicted_points,"
+    " confidence_score, recommendation, current_points_line, is_active, created_at"
+)

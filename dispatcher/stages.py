@@ -1,0 +1,49 @@
+"""Per-stage timings and warehouse round trips of one run.
+
+Every run records where its time went (``readiness``, ``claim``, ``publish``,
+``confirm``, ...) and how many statements it sent to the warehouse, before the first
+publish and in all. They are in the run's result (``RunResult.stages``,
+``RunResult.round_trips``) and in its closing log line, for operators and the bench alike.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from typing import Any
+
+
+class Stages:
+    """Milliseconds per named stage (a stage entered twice adds up), and the warehouse
+    statements counted at the first publish and at the end."""
+
+    def __init__(self, warehouse: Any = None) -> None:
+        self.ms: dict[str, float] = {}
+        self.warehouse = warehouse
+        self._base = self._statements()
+        self.before_publish: int | None = None
+
+    def _statements(self) -> int:
+        return getattr(self.warehouse, "statements", 0) if self.warehouse is not None else 0
+
+    def attach(self, warehouse: Any) -> None:
+        """Count from now on this warehouse's statements (commands that open it late)."""
+        self.warehouse = warehouse
+        self._base = self._statements()
+
+    @contextlib.contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        if name == "publish" and self.before_publish is None:
+            self.before_publish = self._statements() - self._base
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.ms[name] = self.ms.get(name, 0.0) + (time.perf_counter() - t0) * 1000
+
+    def round_trips(self) -> dict[str, int | None]:
+        return {"before_publish": self.before_publish, "total": self._statements() - self._base}
+
+    def rounded(self) -> dict[str, float]:
+        return {name: round(ms, 2) for name, ms in self.ms.items()}

@@ -1,0 +1,289 @@
+"""DuckDB, the embedded default warehouse: one file, shared with dbt-duckdb.
+
+Why each ledger operation is atomic here:
+
+- **claim**: one transaction that first updates the dates' rows in ``dispatch_locks``,
+  then inserts the claims selected from the pending mart. Two transactions claiming
+  the same date both write the lock row, so DuckDB's optimistic concurrency aborts
+  the later one at the conflict (``TransactionConflict``, retried by the caller) and
+  it re-reads the pending mart, where the winner's rows are now in flight. Between
+  processes the file itself serialises writers: it admits one process at a time
+  (others wait for it, up to ``lock_timeout``).
+- **confirm**: one transaction updating the acknowledged rows and deleting the batch's
+  other unconfirmed claims.
+- **release**: one DELETE of the batch's unconfirmed claims.
+- **upsert_predictions**: one transaction deleting the rows of the incoming keys and
+  inserting the new ones, so a key never holds two rows.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from .warehouse import (
+    CLAIM_COLUMNS,
+    DISPATCH_STATE,
+    FORCE_STATES,
+    LEDGER,
+    PENDING,
+    PREDICTION_COLUMNS,
+    PREDICTIONS,
+    READINESS,
+    TransactionConflict,
+    WarehouseError,
+    plain,
+    prediction_arrays,
+)
+
+LOCKS = "nba_orchestration.dispatch_locks"
+_PARAM = re.compile(r"@([A-Za-z_][A-Za-z0-9_]*)")
+
+_ENSURE_LOCK_ROWS = f"""
+insert into {LOCKS} (game_date, holder_batch_id, locked_at)
+select game_date, cast(null as string), cast(null as timestamp)
+from (select unnest(@dates) as game_date) as dates
+where game_date not in (select game_date from {LOCKS} where game_date between @first and @last)
+"""
+
+_TAKE_LOCK = f"""
+update {LOCKS}
+set holder_batch_id = @batch_id, locked_at = @claimed_at
+where game_date between @first and @last
+"""
+
+# The claimed requests are selected once, inside the transaction, into a
+# connection-local table that both the ledger insert and the caller read.
+_SELECT_CLAIMS = """
+create or replace temp table dispatch_claims as
+select
+    next_request_id as request_id,
+    next_attempt as attempt,
+    game_date,
+    player_lookup,
+    game_id,
+    team_abbr,
+    opponent_team_abbr,
+    is_home,
+    current_points_line
+from {source}
+where
+    game_date between @first and @last
+    {states}
+    and (
+        not @unless_critical
+        or game_date in (
+            select game_date from {readiness}
+            where game_date between @first and @last and not is_critical
+        )
+    )
+"""
+
+_INSERT_CLAIMS = f"""
+insert into {LEDGER} (
+    request_id, game_date, player_lookup, game_id, attempt,
+    batch_id, trigger_source, claimed_at, published_at, message_id
+)
+select
+    request_id, game_date, player_lookup, game_id, attempt,
+    @batch_id, @trigger_source, @claimed_at, cast(null as timestamp), cast(null as string)
+from dispatch_claims
+"""
+
+_CLAIMED = f"""
+select {", ".join(CLAIM_COLUMNS)}
+from dispatch_claims
+order by game_date, player_lookup
+"""
+
+_CONFIRM = f"""
+update {LEDGER} as ledger
+set published_at = @published_at, message_id = acked.message_id
+from (
+    select unnest(@request_ids) as request_id, unnest(@message_ids) as message_id
+) as acked
+where ledger.game_date between @first and @last and ledger.request_id = acked.request_id
+"""
+
+_RELEASE = f"""
+delete from {LEDGER}
+where game_date between @first and @last and batch_id = @batch_id and published_at is null
+"""
+
+_DELETE_PREDICTIONS = f"""
+delete from {PREDICTIONS} as predictions
+using (
+    select
+        unnest(@game_dates::date[]) as game_date,
+        unnest(@player_lookups::varchar[]) as player_lookup,
+        unnest(@system_ids::varchar[]) as system_id
+) as incoming
+where
+    predictions.game_date = incoming.game_date
+    and predictions.player_lookup = incoming.player_lookup
+    and predictions.system_id = incoming.system_id
+"""
+
+_INSERT_PREDICTIONS = f"""
+insert into {PREDICTIONS} ({PREDICTION_COLUMNS})
+select
+    prediction_id, system_id, player_lookup, game_id, game_date,
+    cast(predicted_points as decimal(10, 2)),
+    cast(confidence_score as decimal(10, 2)),
+    recommendation,
+    case when has_line then cast(points_line as decimal(10, 2)) end,
+    true,
+    @created_at
+from (
+    select
+        unnest(@prediction_ids::varchar[]) as prediction_id,
+        unnest(@system_ids::varchar[]) as system_id,
+        unnest(@player_lookups::varchar[]) as player_lookup,
+        unnest(@game_ids::varchar[]) as game_id,
+        unnest(@game_dates::date[]) as game_date,
+        unnest(@predicted_points::double[]) as predicted_points,
+        unnest(@confidence_scores::double[]) as confidence_score,
+        unnest(@recommendations::varchar[]) as recommendation,
+        unnest(@has_lines::boolean[]) as has_line,
+        unnest(@points_lines::double[]) as points_line
+)
+"""
+
+
+class DuckDBWarehouse:
+    """One DuckDB file. The file admits one writing process at a time: opening it
+    while another process holds it is retried until ``lock_timeout`` passes."""
+
+    kind = "duckdb"
+
+    def __init__(self, path: Path | str, *, lock_timeout: float = 30.0) -> None:
+        import duckdb
+
+        self.path = Path(path)
+        self.statements = 0
+        deadline = time.monotonic() + lock_timeout
+        delay = 0.05
+        while True:
+            try:
+                self._con = duckdb.connect(str(self.path))
+                break
+            except duckdb.IOException as exc:
+                if "lock" not in str(exc).lower() or time.monotonic() > deadline:
+                    raise WarehouseError(f"cannot open {self.path}: {exc}") from exc
+                time.sleep(delay)
+                delay = min(delay * 2, 0.5)
+        self._con.execute("set TimeZone = 'UTC'")
+
+    # -- statements ----------------------------------------------------------------------
+
+    def _execute(self, sql: str, params: Mapping[str, Any] | None):
+        import duckdb
+
+        values = dict(params or {})
+        used = {name: values[name] for name in dict.fromkeys(_PARAM.findall(sql))}
+        self.statements += 1
+        try:
+            return self._con.execute(_PARAM.sub(r"$\1", sql), used)
+        except duckdb.CatalogException as exc:
+            raise WarehouseError(f"{exc} (has `dbt build` run on {self.path}?)") from exc
+
+    def query(self, sql: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+        cursor = self._execute(sql, params)
+        names = [column[0] for column in cursor.description]
+        return [
+            {name: plain(value) for name, value in zip(names, row, strict=True)}
+            for row in cursor.fetchall()
+        ]
+
+    def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
+        self._execute(sql, params)
+
+    def _transaction(self, statements: Sequence[str], params: Mapping[str, Any]) -> None:
+        """Run statements atomically; TransactionConflict when a concurrent one won."""
+        import duckdb
+
+        self._con.begin()
+        try:
+            for statement in statements:
+                self._execute(statement, params)
+            self._con.commit()
+        except duckdb.TransactionException as exc:
+            self._con.rollback()
+            raise TransactionConflict(str(exc)) from exc
+        except Exception:
+            self._con.rollback()
+            raise
+
+    # -- the ledger ----------------------------------------------------------------------
+
+    def claim(
+        self,
+        first: dt.date,
+        last: dt.date,
+        *,
+        batch_id: str,
+        trigger_source: str,
+        claimed_at: dt.datetime,
+        force: bool = False,
+        unless_critical: bool = False,
+    ) -> list[dict[str, Any]]:
+        dates = [first + dt.timedelta(days=n) for n in range((last - first).days + 1)]
+        self._execute(_ENSURE_LOCK_ROWS, {"first": first, "last": last, "dates": dates})
+        select = _SELECT_CLAIMS.format(
+            source=DISPATCH_STATE if force else PENDING,
+            states="and state in (select * from unnest(@states))" if force else "",
+            readiness=READINESS,
+        )
+        params = {
+            "first": first,
+            "last": last,
+            "batch_id": batch_id,
+            "trigger_source": trigger_source,
+            "claimed_at": claimed_at,
+            "unless_critical": unless_critical,
+            "states": list(FORCE_STATES),
+        }
+        self._transaction([_TAKE_LOCK, select, _INSERT_CLAIMS], params)
+        return self.query(_CLAIMED)
+
+    def confirm(
+        self,
+        first: dt.date,
+        last: dt.date,
+        *,
+        batch_id: str,
+        acknowledged: Sequence[tuple[str, str]],
+        published_at: dt.datetime,
+    ) -> None:
+        params = {
+            "first": first,
+            "last": last,
+            "batch_id": batch_id,
+            "published_at": published_at,
+            "request_ids": [request for request, _ in acknowledged],
+            "message_ids": [message for _, message in acknowledged],
+        }
+        self._transaction([_CONFIRM, _RELEASE] if acknowledged else [_RELEASE], params)
+
+    def release(self, first: dt.date, last: dt.date, *, batch_id: str) -> None:
+        self._execute(_RELEASE, {"first": first, "last": last, "batch_id": batch_id})
+
+    # -- predictions (the reference worker) ----------------------------------------------
+
+    def upsert_predictions(
+        self, rows: Sequence[Mapping[str, Any]], *, created_at: dt.datetime
+    ) -> None:
+        self._transaction(
+            [_DELETE_PREDICTIONS, _INSERT_PREDICTIONS],
+            {**prediction_arrays(rows), "created_at": created_at},
+        )
+
+    def outbox(self) -> DuckDBWarehouse:
+        return self
+
+    def close(self) -> None:
+        self._con.close()
