@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 WAREHOUSES = ("duckdb", "bigquery")
 TRANSPORTS = ("local", "pubsub")
@@ -49,7 +50,7 @@ class Settings:
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides) -> Settings:
         env = os.environ if environ is None else environ
-        values = {
+        values: dict[str, Any] = {
             "warehouse": env.get("DISPATCHER_WAREHOUSE", "duckdb"),
             "duckdb_path": Path(env.get("DISPATCHER_DUCKDB_PATH", "warehouse.duckdb")),
             "gcp_project": env.get("DISPATCHER_GCP_PROJECT") or None,

@@ -63,7 +63,8 @@ def parse_game_date(value: Any, *, today: dt.date) -> dt.date:
 
 
 def parse_phase4_event(raw: str | bytes | dict, *, today: dt.date) -> Phase4Event:
-    """The completion event of SPEC §7: only game_date is required; the rest is type-checked."""
+    """The Phase 4 completion event (docs/CONTRACT.md): only game_date is required; the
+    rest is type-checked."""
     if isinstance(raw, str | bytes):
         if len(raw) > MAX_EVENT_BYTES:
             raise InvalidInput(f"event is larger than {MAX_EVENT_BYTES} bytes")
@@ -83,7 +84,7 @@ def parse_phase4_event(raw: str | bytes | dict, *, today: dt.date) -> Phase4Even
             continue
         if isinstance(value, bool) or not isinstance(value, kind):
             raise InvalidInput(f"event field {name} must be {_kind(kind)}, got {_short(value)}")
-        if kind is int and value < 0:
+        if isinstance(value, int) and value < 0:
             raise InvalidInput(f"event field {name} must not be negative")
     event_type = payload.get("event_type")
     if event_type is not None and event_type != "phase4_complete":

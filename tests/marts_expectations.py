@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+from dispatcher.project import dbt_vars
 from dispatcher.sandbox.slate import SlateSpec
 
 
 def expected_readiness(spec: SlateSpec) -> dict:
-    c = spec.counts()
+    c, knobs = spec.counts(), dbt_vars()
     return {
         "players_in_slate": c.players,
         "players_expected": c.expected,
         "players_in_feature_store": c.in_feature_store,
         "players_ready": c.ready,
         "players_not_ready": c.expected - c.ready,
-        "is_ready": c.ready * 100 >= 80 * c.expected or c.ready >= 100,
-        "is_critical": c.ready < 50,
+        "is_ready": c.ready * 100 >= knobs["ready_pct_threshold"] * c.expected
+        or c.ready >= knobs["ready_count_threshold"],
+        "is_critical": c.ready < knobs["critical_ready_count"],
     }
 
 

@@ -42,7 +42,7 @@ def test_coverage_and_pending_match_the_knobs(warehouse, spec):
     want = expected_coverage(spec)
     row = marts.coverage(warehouse, spec.game_date)
     assert _subset(row, want) == want
-    states = Counter(p["state"] for p in marts.players(warehouse, spec.game_date))
+    states = Counter(p["state"] for p in marts.dispatch_state(warehouse, spec.game_date))
     assert {state: states.get(state, 0) for state in expected_states(spec)} == (
         expected_states(spec)
     )
@@ -56,17 +56,25 @@ def test_scenarios_cover_every_readiness_outcome():
     assert outcomes == {(True, False), (False, False), (False, True)}
 
 
-def test_pending_filter_returns_only_those_states(warehouse):
+def test_the_pending_mart_holds_the_pending_players_only(warehouse):
     spec = scenarios.READY
-    rows = marts.players(warehouse, spec.game_date, states=["pending"])
+    rows = marts.pending(warehouse, spec.game_date)
+    states = {p["player_lookup"]: p for p in marts.dispatch_state(warehouse, spec.game_date)}
     assert len(rows) == spec.counts().pending
-    assert {row["state"] for row in rows} == {"pending"}
+    assert {states[row["player_lookup"]]["state"] for row in rows} == {"pending"}
     assert all(row["game_date"] == spec.game_date for row in rows)
+    # The request each pending player gets is the one its dispatch state announces.
+    assert all(
+        row["next_request_id"] == states[row["player_lookup"]]["next_request_id"]
+        == f"{spec.game_date}/{row['player_lookup']}/{row['next_attempt']}"
+        for row in rows
+    )
 
 
 def test_a_date_without_slate_has_no_rows(warehouse):
     assert marts.readiness(warehouse, scenarios.NO_SLATE_DATE) is None
-    assert marts.players(warehouse, scenarios.NO_SLATE_DATE) == []
+    assert marts.dispatch_state(warehouse, scenarios.NO_SLATE_DATE) == []
+    assert marts.pending(warehouse, scenarios.NO_SLATE_DATE) == []
 
 
 def test_latency_for_a_complete_date(warehouse):
@@ -87,7 +95,7 @@ def _all_rows(settings, spec):
             "readiness": marts.readiness(wh, spec.game_date),
             "coverage": marts.coverage(wh, spec.game_date),
             "latency": marts.latency(wh, spec.game_date),
-            "players": marts.players(wh, spec.game_date),
+            "players": marts.dispatch_state(wh, spec.game_date),
         }
     finally:
         wh.close()

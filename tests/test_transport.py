@@ -12,6 +12,7 @@ from servers import Server, start_pubsub_emulator
 
 from dispatcher.transport import REQUEST_TOPIC, OutgoingMessage
 from dispatcher.transport_local import LocalOutboxTransport, ack_outbox, pull_outbox
+from dispatcher.warehouse_duckdb import DuckDBWarehouse
 
 CALL_TIMEOUT = 10.0  # seconds, for every single network call in these tests
 
@@ -68,10 +69,12 @@ def _messages(count: int, game_date: str = "2025-01-15") -> list[OutgoingMessage
 def duck(tmp_path):
     import duckdb
 
-    connection = duckdb.connect(str(tmp_path / "warehouse.duckdb"))
-    connection.execute(OUTBOX_DDL)
-    yield connection
-    connection.close()
+    path = tmp_path / "warehouse.duckdb"
+    with duckdb.connect(str(path)) as connection:
+        connection.execute(OUTBOX_DDL)
+    warehouse = DuckDBWarehouse(path)
+    yield warehouse
+    warehouse.close()
 
 
 def test_local_publish_writes_one_row_per_message(duck):
@@ -85,10 +88,13 @@ def test_local_publish_writes_one_row_per_message(duck):
     assert all(r.ok for r in results)
     assert len({r.message_id for r in results}) == 3
     assert all(len(r.message_id) == 32 for r in results)  # uuid4 hex
-    rows = duck.execute(
-        "select message_id, topic, game_date, data, attributes, published_at, acked_at "
-        "from nba_orchestration.request_outbox order by rowid"
-    ).fetchall()
+    rows = [
+        tuple(row.values())
+        for row in duck.query(
+            "select message_id, topic, game_date, data, attributes, published_at, acked_at "
+            "from nba_orchestration.request_outbox order by rowid"
+        )
+    ]
     assert [row[0] for row in rows] == [r.message_id for r in results]
     for row, message in zip(rows, messages, strict=True):
         _, topic, game_date, data, attributes, published_at, acked_at = row
@@ -121,20 +127,18 @@ def test_local_pull_and_ack_round_trip(duck):
     assert ack_outbox(duck, [published[4]]) == 1
     assert pull_outbox(duck, REQUEST_TOPIC, 10) == []
     assert len(pull_outbox(duck, "other-topic", 10)) == 1
-    acked = duck.execute(
-        "select count(*) from nba_orchestration.request_outbox where acked_at is not null"
-    ).fetchone()[0]
+    acked = duck.query(
+        "select count(*) as n from nba_orchestration.request_outbox where acked_at is not null"
+    )[0]["n"]
     assert acked == 5
 
 
 def test_local_publish_without_table_fails_every_message(tmp_path):
-    import duckdb
-
-    connection = duckdb.connect(str(tmp_path / "empty.duckdb"))
+    warehouse = DuckDBWarehouse(tmp_path / "empty.duckdb")
     try:
-        results = LocalOutboxTransport(connection).publish(REQUEST_TOPIC, _messages(3), timeout=5)
+        results = LocalOutboxTransport(warehouse).publish(REQUEST_TOPIC, _messages(3), timeout=5)
     finally:
-        connection.close()
+        warehouse.close()
 
     assert len(results) == 3
     assert not any(r.ok for r in results)
@@ -152,7 +156,7 @@ def test_local_bad_message_fails_alone(duck):
 
     assert [r.ok for r in results] == [True, False, False, True]
     assert "game_date" in results[1].error and results[2].error
-    count = duck.execute("select count(*) from nba_orchestration.request_outbox").fetchone()[0]
+    count = duck.query("select count(*) as n from nba_orchestration.request_outbox")[0]["n"]
     assert count == 2
 
 
