@@ -88,7 +88,7 @@ def _build_scenarios(settings, write) -> None:
 def duckdb_scenarios(tmp_path_factory):
     """Settings of a DuckDB warehouse with every scenario slate, marts built."""
     from dispatcher.config import Settings
-    from dispatcher.sandbox.slate import write_duckdb
+    from dispatcher.sandbox.load import write_duckdb
 
     workdir = tmp_path_factory.mktemp("duckdb-scenarios")
     settings = Settings(
@@ -111,7 +111,7 @@ def bigquery_scenarios(bigquery_emulator, tmp_path_factory):
     from google.cloud import bigquery
 
     from dispatcher.config import Settings
-    from dispatcher.sandbox.slate import write_bigquery
+    from dispatcher.sandbox.load import write_bigquery
 
     workdir = tmp_path_factory.mktemp("bigquery-scenarios")
     settings = Settings(

@@ -79,7 +79,8 @@ def test_the_gate_command_line_as_documented(duckdb_scenarios):
 def test_rebuild_keeps_what_the_dispatcher_wrote(tmp_path):
     """The orchestration tables are incremental and never fully refreshed."""
     from dispatcher.config import Settings
-    from dispatcher.sandbox.slate import generate_slate, write_duckdb
+    from dispatcher.sandbox.load import write_duckdb
+    from dispatcher.sandbox.slate import generate_slate
 
     settings = Settings(duckdb_path=tmp_path / "w.duckdb", dbt_target_path=tmp_path / "target")
     slate = generate_slate(scenarios.READY)

@@ -17,7 +17,8 @@ from warehouses import build_template, copy_of
 from dispatcher import ledger, marts
 from dispatcher.cli import cli
 from dispatcher.dispatch import Dispatcher
-from dispatcher.sandbox.slate import SlateSpec, generate_slate, write_bigquery
+from dispatcher.sandbox.load import write_bigquery
+from dispatcher.sandbox.slate import SlateSpec, generate_slate
 from dispatcher.warehouse import connect
 
 GAME_DATE = dt.date(2026, 11, 28)

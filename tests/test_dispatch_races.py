@@ -615,7 +615,7 @@ def bigquery_slate(bigquery_scenarios: Settings) -> tuple[Settings, Expected]:
     from google.auth.credentials import AnonymousCredentials
     from google.cloud import bigquery
 
-    from dispatcher.sandbox.slate import write_bigquery
+    from dispatcher.sandbox.load import write_bigquery
 
     spec = _spec(BQ_GAME_DATE, seed=11, now=scenarios.NOW)
     client = bigquery.Client(

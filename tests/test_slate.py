@@ -5,23 +5,17 @@ from __future__ import annotations
 import math
 import re
 import time
+import uuid
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 
 import duckdb
 import pytest
 
-from dispatcher.sandbox.slate import (
-    FEATURE_NAMES,
-    LEDGER_COLUMNS,
-    REQUIRED_SYSTEMS,
-    TABLES,
-    LedgerTableMissing,
-    SlateCounts,
-    SlateSpec,
-    generate_slate,
-    write_duckdb,
-)
+from dispatcher.project import required_systems
+from dispatcher.sandbox.load import write_duckdb
+from dispatcher.sandbox.slate import FEATURE_NAMES, SlateCounts, SlateSpec, generate_slate
+from dispatcher.sandbox.tables import LEDGER_COLUMNS, TABLES, LedgerTableMissing
 
 GAME_DATE = date(2026, 11, 28)
 NOW = datetime(2026, 11, 28, 14, 0, tzinfo=UTC)
@@ -77,8 +71,8 @@ players as (
         expected.player_lookup,
         features.player_lookup is not null as in_feature_store,
         coalesce(features.is_production_ready, false) as is_ready,
-        coalesce(systems.active_systems, 0) = 5 as is_predicted,
-        coalesce(systems.active_systems, 0) between 1 and 4 as is_partial,
+        coalesce(systems.active_systems, 0) = $required as is_predicted,
+        coalesce(systems.active_systems, 0) between 1 and $required - 1 as is_partial,
         leases.player_lookup is not null as has_lease
     from expected
     left join features using (player_lookup)
@@ -130,9 +124,11 @@ SQL_COUNT_FIELDS = (
 
 
 def run_sql(con, sql: str, game_date: date, now: datetime):
-    systems = ", ".join(f"'{system}'" for system in REQUIRED_SYSTEMS)
+    required = required_systems()
+    systems = ", ".join(f"'{system}'" for system in required)
     params = {"game_date": game_date, "now": now.astimezone(UTC).replace(tzinfo=None)}
-    return con.execute(sql.replace("$systems", systems), params)
+    sql = sql.replace("$systems", systems).replace("$required", str(len(required)))
+    return con.execute(sql, params)
 
 
 def sql_counts(con, game_date: date, now: datetime) -> dict[str, int]:
@@ -300,8 +296,23 @@ def test_partial_players_have_an_inactive_fifth_system():
 
     assert len(by_player) == spec.counts().partially_predicted
     for rows in by_player.values():
-        assert sorted(r["system_id"] for r in rows) == sorted(REQUIRED_SYSTEMS)
-        assert sum(r["is_active"] for r in rows) == 4
+        assert sorted(r["system_id"] for r in rows) == sorted(required_systems())
+        assert sum(r["is_active"] for r in rows) == len(required_systems()) - 1
+
+
+def test_ledger_rows_have_opaque_unique_deterministic_request_ids():
+    # The request id format is the dbt marts'; the slate's earlier-run rows only need
+    # ids that are unique and the same for the same spec.
+    spec = SlateSpec(GAME_DATE, now=NOW, share_in_flight=0.2, share_lease_expired=0.5)
+    ledger = generate_slate(spec).ledger
+    ids = [row["request_id"] for row in ledger]
+    assert ledger and len(set(ids)) == len(ids)
+    for row in ledger:
+        assert str(uuid.UUID(row["request_id"])) == row["request_id"]
+        assert row["player_lookup"] not in row["request_id"]
+    assert ids == [row["request_id"] for row in generate_slate(spec).ledger]
+    other_date = generate_slate(replace(spec, game_date=GAME_DATE + timedelta(days=1))).ledger
+    assert not set(ids) & {row["request_id"] for row in other_date}
 
 
 # --- shape and content ----------------------------------------------------------------

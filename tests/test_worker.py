@@ -14,22 +14,21 @@ from warehouses import build_template, copy_of
 from dispatcher import marts
 from dispatcher.config import Settings
 from dispatcher.dispatch import Dispatcher, request_message
-from dispatcher.sandbox import systems
-from dispatcher.sandbox.slate import (
-    FEATURE_NAMES,
-    REQUIRED_SYSTEMS,
-    SlateSpec,
-    generate_slate,
-    write_bigquery,
-)
-from dispatcher.sandbox.worker import (
+from dispatcher.project import required_systems
+from dispatcher.sandbox import predict, systems
+from dispatcher.sandbox.load import write_bigquery
+from dispatcher.sandbox.predict import (
     Delivery,
-    WorkerError,
+    MalformedRequest,
+    MissingSystem,
     parse_request,
+    prediction_rows,
     process_batch,
-    run_worker,
+    required_implementations,
     write_predictions,
 )
+from dispatcher.sandbox.slate import FEATURE_NAMES, SlateSpec, generate_slate
+from dispatcher.sandbox.worker import WorkerError, run_worker
 from dispatcher.warehouse import connect
 
 GAME_DATE = dt.date(2026, 11, 29)
@@ -47,9 +46,31 @@ def _features(seed: int = 0) -> dict[str, float]:
     return dict(zip(row["feature_names"], row["features"], strict=True))
 
 
-def test_systems_are_named_as_the_required_systems():
-    assert tuple(systems.SYSTEMS) == REQUIRED_SYSTEMS
-    assert set(systems.predict(_features(), 20.5)) == set(REQUIRED_SYSTEMS)
+def test_every_required_system_has_an_implementation():
+    required = required_systems()
+    assert required and set(required) <= set(systems.SYSTEMS)
+    assert list(required_implementations()) == list(required)
+
+
+def _request():
+    body = {"player_lookup": "x", "game_date": "2026-11-29", "game_id": "g", "line_values": [20.5]}
+    return parse_request(json.dumps(body))
+
+
+def test_the_worker_predicts_exactly_the_required_systems(monkeypatch):
+    monkeypatch.setattr(predict, "required_systems", lambda: ("xgboost_v1", "moving_average"))
+    rows = prediction_rows(_request(), "g", _features())
+    assert [row["system_id"] for row in rows] == ["xgboost_v1", "moving_average"]
+
+
+def test_a_required_system_without_an_implementation_is_a_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setattr(predict, "required_systems", lambda: ("moving_average", "neural_v9"))
+    with pytest.raises(MissingSystem, match="neural_v9"):
+        prediction_rows(_request(), "g", _features())
+    # The worker refuses to start: no message is taken off the source.
+    with pytest.raises(WorkerError, match="required_systems names neural_v9"):
+        run_worker(Settings(duckdb_path=tmp_path / "w.duckdb"), source="local", max_messages=1)
+    assert not (tmp_path / "w.duckdb").exists()
 
 
 def test_systems_are_deterministic_pure_functions():
@@ -144,8 +165,6 @@ def test_recommendation_passes_within_one_point(predicted, line, call):
     ],
 )  # fmt: skip
 def test_malformed_requests_are_rejected(body):
-    from dispatcher.sandbox.worker import MalformedRequest
-
     with pytest.raises(MalformedRequest):
         parse_request(body)
 
@@ -405,7 +424,7 @@ def test_changed_features_rewrite_the_predictions(settings):
     assert (result.written_players, result.duplicates) == (1, 0)
     after = {r["system_id"]: r for r in _predictions(settings)
              if r["player_lookup"] == row["player_lookup"]}  # fmt: skip
-    assert set(after) == set(REQUIRED_SYSTEMS) == set(before)
+    assert set(after) == set(required_systems()) == set(before)
     assert (
         after["moving_average"]["predicted_points"] > before["moving_average"]["predicted_points"]
     )
@@ -566,7 +585,7 @@ def test_bigquery_writes_are_idempotent(bigquery_emulator, bigquery_client):
             return {(r["player_lookup"], r["system_id"]): (r["n"], r["active"]) for r in rows}
 
         after_first = per_key()
-        assert {(p, s) for p in ready for s in REQUIRED_SYSTEMS} <= set(after_first)
+        assert {(p, s) for p in ready for s in required_systems()} <= set(after_first)
         assert set(after_first.values()) == {(1, 1)}
 
         second = process_batch(wh, deliveries)
@@ -579,7 +598,7 @@ def test_bigquery_writes_are_idempotent(bigquery_emulator, bigquery_client):
             {"d": BQ_DATE, "p": ready[0]},
         )
         for _ in range(2):
-            assert write_predictions(wh, rows) == 5
+            assert write_predictions(wh, rows) == len(required_systems())
         assert per_key() == after_first
         stored = wh.query(
             f"select prediction_id, current_points_line from {PREDICTIONS}"
@@ -587,7 +606,7 @@ def test_bigquery_writes_are_idempotent(bigquery_emulator, bigquery_client):
             {"d": BQ_DATE, "p": ready[0]},
         )
         assert {r["prediction_id"] for r in stored} == {
-            f"{BQ_DATE}/{ready[0]}/{s}" for s in REQUIRED_SYSTEMS
+            f"{BQ_DATE}/{ready[0]}/{s}" for s in required_systems()
         }
         assert {r["current_points_line"] for r in stored} == {
             context[ready[0]]["current_points_line"]

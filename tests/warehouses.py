@@ -11,7 +11,8 @@ from pathlib import Path
 
 from dispatcher import dbt
 from dispatcher.config import Settings
-from dispatcher.sandbox.slate import SlateSpec, generate_slate, write_duckdb
+from dispatcher.sandbox.load import write_duckdb
+from dispatcher.sandbox.slate import SlateSpec, generate_slate
 
 FILE_NAME = "warehouse.duckdb"
 

@@ -1,3 +1,2 @@
-"""The local sandbox: the sample slate, the reference Phase 5 worker and its systems,
-and the demo. For laptops, the demo and the tests; the production code paths never
-import it."""
+"""The local sandbox: the sample slate, the reference Phase 5 worker and its systems, the
+demo. For laptops, the demo and the tests; the production code paths never import it."""

@@ -13,7 +13,8 @@ from .. import dbt, display, marts
 from ..config import Settings
 from ..dispatch import Dispatcher, RunResult
 from ..warehouse import connect
-from .slate import SlateSpec, generate_slate, write_duckdb
+from .load import write_duckdb
+from .slate import SlateSpec, generate_slate
 from .worker import run_worker
 
 Echo = Callable[[str], None]
@@ -58,8 +59,9 @@ def run_demo(settings: Settings, game_date: dt.date, echo: Echo = print) -> Demo
     if settings.transport == "pubsub":
         if not os.environ.get("PUBSUB_EMULATOR_HOST"):
             raise DemoError("--transport pubsub needs PUBSUB_EMULATOR_HOST (the Pub/Sub emulator)")
-        settings = settings.with_(gcp_project=settings.gcp_project or DEMO_PROJECT)
-        _prepare_pubsub(settings.gcp_project)
+        project = settings.gcp_project or DEMO_PROJECT
+        settings = settings.with_(gcp_project=project)
+        _prepare_pubsub(project)
 
     now = _utc_now()
     spec = SlateSpec(

@@ -1,17 +1,17 @@
-"""Sample slates: the Phase 3/4/5 tables for one game date, with predictable counts.
+"""Sample slates: the Phase 3/4/5 rows of one game date, with predictable counts.
 
 A `SlateSpec` says how many players fall in each readiness state; `generate_slate` turns
-it into rows for `upcoming_player_game_context`, `ml_feature_store_v2`,
-`player_prop_predictions` and (optionally) `request_ledger`; `write_duckdb` and
-`write_bigquery` replace that date's rows in a warehouse. `SlateSpec.counts()` gives
-every number the readiness / coverage marts must report, without generating rows.
+it into rows for the tables of :mod:`.tables` (`upcoming_player_game_context`,
+`ml_feature_store_v2`, `player_prop_predictions` and the `request_ledger` rows of an
+earlier run); :mod:`.load` writes them to a warehouse. `SlateSpec.counts()` gives every
+number the readiness / coverage marts must report, without generating rows.
 
 Semantics the counts follow (the dbt marts implement the same):
 
 - expected: avg_minutes_per_game_last_7 >= 15 and player_status null or not OUT/DOUBTFUL;
 - in feature store / ready: an expected player with a feature row / with
   is_production_ready true;
-- predicted: an active prediction from each of the five required systems;
+- predicted: an active prediction from every system of the dbt var required_systems;
 - in flight: not predicted, and a ledger row with coalesce(published_at, claimed_at)
   less than 10 minutes before `now`;
 - pending: ready, not predicted, not in flight; not_ready: expected, not predicted,
@@ -19,49 +19,30 @@ Semantics the counts follow (the dbt marts implement the same):
 
 Every count is `share x base` rounded half up, on the bases in the order of the
 `SlateSpec` fields; players are assigned to states by slicing one seeded shuffle.
-Heavy clients (duckdb, google-cloud-bigquery) are imported inside the writers.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import random
-import tempfile
 import uuid
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import ROUND_HALF_UP, Decimal
-from pathlib import Path
 from typing import Any
 
-from ..ledger import request_id
+from ..project import required_systems
 from .systems import recommendation
 
 __all__ = [
     "FEATURE_NAMES",
-    "LEDGER_COLUMNS",
-    "REQUIRED_SYSTEMS",
-    "TABLES",
     "TEAMS",
-    "LedgerTableMissing",
     "Slate",
     "SlateCounts",
     "SlateSpec",
-    "Table",
     "generate_slate",
-    "write_bigquery",
-    "write_duckdb",
 ]
 
-REQUIRED_SYSTEMS = (
-    "moving_average",
-    "zone_matchup_v1",
-    "similarity_balanced_v1",
-    "xgboost_v1",
-    "ensemble_v1",
-)
 MIN_MINUTES = 15
 FEATURE_VERSION = "v2_25features"
 TRIGGER_SOURCE = "pubsub"
@@ -107,120 +88,6 @@ LAST_NAMES = (
     "white", "wiggins", "williams", "young", "zubac",
 )  # fmt: skip
 HEALTHY_STATUSES = (None, None, None, "AVAILABLE", "AVAILABLE", "PROBABLE", "QUESTIONABLE")
-
-
-# --- table definitions ----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Table:
-    """One upstream table: where it lives and its columns as (name, DuckDB, BigQuery) types."""
-
-    key: str
-    schema: str
-    name: str
-    columns: tuple[tuple[str, str, str], ...]
-
-    @property
-    def column_names(self) -> tuple[str, ...]:
-        return tuple(column for column, _, _ in self.columns)
-
-    def duckdb_ddl(self) -> str:
-        body = ",\n    ".join(f"{column} {duck}" for column, duck, _ in self.columns)
-        return f"create table if not exists {self.schema}.{self.name} (\n    {body}\n)"
-
-    def bigquery_ddl(self, project: str) -> str:
-        body = ",\n    ".join(f"{column} {bq}" for column, _, bq in self.columns)
-        return (
-            f"create table if not exists `{project}.{self.schema}.{self.name}` (\n    {body}\n)\n"
-            "partition by game_date"
-        )
-
-
-NUMERIC = ("DECIMAL(10, 2)", "NUMERIC")
-TIMESTAMP = ("TIMESTAMP", "TIMESTAMP")
-STRING = ("VARCHAR", "STRING")
-DATE = ("DATE", "DATE")
-BOOL = ("BOOLEAN", "BOOL")
-INT64 = ("BIGINT", "INT64")
-
-CONTEXT = Table(
-    "context",
-    "nba_analytics",
-    "upcoming_player_game_context",
-    (
-        ("player_lookup", *STRING),
-        ("game_id", *STRING),
-        ("game_date", *DATE),
-        ("team_abbr", *STRING),
-        ("opponent_team_abbr", *STRING),
-        ("home_game", *BOOL),
-        ("current_points_line", *NUMERIC),
-        ("avg_minutes_per_game_last_7", *NUMERIC),
-        ("player_status", *STRING),
-        ("processed_at", *TIMESTAMP),
-    ),
-)
-FEATURES = Table(
-    "features",
-    "nba_predictions",
-    "ml_feature_store_v2",
-    (
-        ("player_lookup", *STRING),
-        ("game_id", *STRING),
-        ("game_date", *DATE),
-        ("features", "DOUBLE[]", "ARRAY<FLOAT64>"),
-        ("feature_names", "VARCHAR[]", "ARRAY<STRING>"),
-        ("feature_count", *INT64),
-        ("feature_version", *STRING),
-        ("feature_quality_score", *NUMERIC),
-        ("is_production_ready", *BOOL),
-        ("created_at", *TIMESTAMP),
-        ("updated_at", *TIMESTAMP),
-    ),
-)
-PREDICTIONS = Table(
-    "predictions",
-    "nba_predictions",
-    "player_prop_predictions",
-    (
-        ("prediction_id", *STRING),
-        ("system_id", *STRING),
-        ("player_lookup", *STRING),
-        ("game_id", *STRING),
-        ("game_date", *DATE),
-        ("predicted_points", *NUMERIC),
-        ("confidence_score", *NUMERIC),
-        ("recommendation", *STRING),
-        ("current_points_line", *NUMERIC),
-        ("is_active", *BOOL),
-        ("created_at", *TIMESTAMP),
-    ),
-)
-# Created by dbt (models/orchestration/request_ledger.sql); the slate only inserts into it.
-LEDGER = Table(
-    "ledger",
-    "nba_orchestration",
-    "request_ledger",
-    (
-        ("request_id", *STRING),
-        ("game_date", *DATE),
-        ("player_lookup", *STRING),
-        ("game_id", *STRING),
-        ("attempt", *INT64),
-        ("batch_id", *STRING),
-        ("trigger_source", *STRING),
-        ("claimed_at", *TIMESTAMP),
-        ("published_at", *TIMESTAMP),
-        ("message_id", *STRING),
-    ),
-)
-TABLES = {table.key: table for table in (CONTEXT, FEATURES, PREDICTIONS)}
-LEDGER_COLUMNS = LEDGER.column_names
-
-
-class LedgerTableMissing(LookupError):
-    """include_ledger was asked for but nba_orchestration.request_ledger does not exist."""
 
 
 # --- spec and counts ------------------------------------------------------------------
@@ -276,11 +143,11 @@ class SlateSpec:
     out / doubtful / below_minutes are shares of all players (the non-expected ones);
     missing_features is a share of expected players; production_ready a share of expected
     players with a feature row; predicted and partially_predicted shares of ready players
-    (partial = four of five systems active, the fifth inactive); in_flight a share of ready
-    players not fully predicted (claimed and published 2 minutes before `now`);
-    lease_expired a share of the pending players (an unpublished claim 2 hours old, so
-    still pending). `now` defaults to the wall clock at generation; phase4_completed_at
-    to 00:30 PT on the game date. Both must be timezone-aware.
+    (partial = every required system but one active, that one inactive); in_flight a
+    share of ready players not fully predicted (claimed and published 2 minutes before
+    `now`); lease_expired a share of the pending players (an unpublished claim 2 hours
+    old, so still pending). `now` defaults to the wall clock at generation;
+    phase4_completed_at to 00:30 PT on the game date. Both must be timezone-aware.
     """
 
     game_date: date
@@ -603,6 +470,7 @@ def generate_slate(spec: SlateSpec) -> Slate:
     for i in lease_expired:
         slate.ledger.append(
             ledger_row(
+                rng,
                 day,
                 slots[i],
                 attempt=1,
@@ -615,6 +483,7 @@ def generate_slate(spec: SlateSpec) -> Slate:
     for i in in_flight:
         slate.ledger.append(
             ledger_row(
+                rng,
                 day,
                 slots[i],
                 attempt=1,
@@ -630,12 +499,13 @@ def generate_slate(spec: SlateSpec) -> Slate:
 def prediction_rows(
     rng: random.Random, context: dict[str, Any], phase4: datetime, partial: bool
 ) -> list[dict[str, Any]]:
-    """Five system rows for a player: all active, or (partial) one left inactive."""
+    """A row per required system for a player: all active, or (partial) one left inactive."""
+    systems = required_systems()
     line = context["current_points_line"]
     created = phase4 + timedelta(minutes=3, seconds=rng.randrange(0, 2400))
-    inactive = rng.choice(REQUIRED_SYSTEMS) if partial else None
+    inactive = rng.choice(systems) if partial else None
     rows = []
-    for n, system in enumerate(REQUIRED_SYSTEMS):
+    for n, system in enumerate(systems):
         predicted = round(max(0.0, line + rng.gauss(0, 3.0)), 1)
         rows.append(
             {
@@ -661,6 +531,7 @@ def prediction_rows(
 
 
 def ledger_row(
+    rng: random.Random,
     game_date: date,
     slot: tuple[str, str, str, str, bool],
     *,
@@ -670,9 +541,11 @@ def ledger_row(
     published_at: datetime | None,
     message_id: str | None,
 ) -> dict[str, Any]:
+    """A request_ledger row of an earlier run. Its request_id is an opaque id from the
+    slate's rng: the format of real request ids belongs to the dbt marts."""
     player, _, _, game_id, _ = slot
     return {
-        "request_id": request_id(game_date, player, attempt),
+        "request_id": rng_uuid(rng),
         "game_date": game_date,
         "player_lookup": player,
         "game_id": game_id,
@@ -683,211 +556,3 @@ def ledger_row(
         "published_at": published_at,
         "message_id": message_id,
     }
-
-
-# --- NDJSON (the bulk path of both writers) -------------------------------------------
-
-
-def _json_value(value: Any) -> Any:
-    # Naive UTC text: DuckDB TIMESTAMP and BigQuery TIMESTAMP both read it as UTC.
-    if isinstance(value, datetime):
-        if value.tzinfo is not None:
-            value = value.astimezone(UTC).replace(tzinfo=None)
-        return value.isoformat(sep=" ")
-    if isinstance(value, date):
-        return value.isoformat()
-    if isinstance(value, Decimal):
-        return float(value)
-    raise TypeError(f"not JSON serialisable: {value!r}")
-
-
-@dataclass
-class Spool:
-    """Slates spooled to one NDJSON file per table: what a bulk load needs."""
-
-    dates: list[date]
-    files: dict[str, Path]
-    rows: dict[str, int]
-
-
-def spool_ndjson(
-    directory: Path, slates: Slate | Iterable[Slate], tables: Sequence[Table]
-) -> Spool:
-    """Write each table's rows of every slate (one pass, so a generator of slates keeps
-    only one slate in memory) as newline-delimited JSON with exactly the table's columns."""
-    items = [slates] if isinstance(slates, Slate) else slates
-    encoder = json.JSONEncoder(default=_json_value, separators=(",", ":"))
-    files = {t.key: Path(directory) / f"{t.key}.ndjson" for t in tables}
-    rows = dict.fromkeys(files, 0)
-    dates: list[date] = []
-    seen: set[date] = set()
-    handles = {key: path.open("w", encoding="utf-8") for key, path in files.items()}
-    try:
-        for item in items:
-            if not isinstance(item, Slate):
-                raise TypeError(f"expected Slate objects, got {type(item).__name__}")
-            if item.game_date in seen:
-                raise ValueError(f"two slates for game_date {item.game_date} in one write")
-            seen.add(item.game_date)
-            dates.append(item.game_date)
-            for table in tables:
-                out, columns = handles[table.key], table.column_names
-                for row in item.rows(table.key):
-                    out.write(encoder.encode({column: row[column] for column in columns}))
-                    out.write("\n")
-                rows[table.key] += len(item.rows(table.key))
-    finally:
-        for handle in handles.values():
-            handle.close()
-    return Spool(dates=dates, files=files, rows=rows)
-
-
-# --- DuckDB ---------------------------------------------------------------------------
-
-
-def write_duckdb(
-    con_or_path: Any, slate: Slate | Iterable[Slate], include_ledger: bool = False
-) -> dict[str, int]:
-    """Replace the slate's game_date rows in a DuckDB database; return rows written per table.
-
-    `con_or_path` is a duckdb connection or a database file path. Schemas and the three
-    upstream tables are created if missing; each written date's rows are deleted and
-    re-inserted in one transaction, other dates are left alone. Several slates (a list or
-    a generator, for a history) go in one pass: one delete and one bulk insert per table.
-    `include_ledger` also replaces those dates' rows of nba_orchestration.request_ledger,
-    which dbt must have created (LedgerTableMissing otherwise, before anything is written).
-    """
-    import duckdb
-
-    if isinstance(con_or_path, str | Path):
-        with duckdb.connect(str(con_or_path)) as con:
-            return _write_duckdb(con, slate, include_ledger)
-    return _write_duckdb(con_or_path, slate, include_ledger)
-
-
-def _duckdb_columns(con: Any, table: Table) -> set[str]:
-    found = con.execute(
-        "select column_name from information_schema.columns "
-        "where table_catalog = current_database() and table_schema = ? and table_name = ?",
-        [table.schema, table.name],
-    ).fetchall()
-    return {name for (name,) in found}
-
-
-def _write_duckdb(
-    con: Any, slates: Slate | Iterable[Slate], include_ledger: bool
-) -> dict[str, int]:
-    tables = list(TABLES.values())
-    if include_ledger:
-        present = _duckdb_columns(con, LEDGER)
-        if not present:
-            raise LedgerTableMissing(
-                f"{LEDGER.schema}.{LEDGER.name} does not exist: run `dbt build` first "
-                "(dbt creates the request ledger), or write without include_ledger"
-            )
-        missing = [c for c in LEDGER.column_names if c not in present]
-        if missing:
-            raise LedgerTableMissing(
-                f"{LEDGER.schema}.{LEDGER.name} lacks columns {missing}: rebuild it with dbt"
-            )
-        tables.append(LEDGER)
-    with tempfile.TemporaryDirectory(prefix="slate-") as tmp:
-        spool = spool_ndjson(Path(tmp), slates, tables)
-        con.execute("begin transaction")
-        try:
-            for schema in sorted({t.schema for t in TABLES.values()}):
-                con.execute(f"create schema if not exists {schema}")
-            for table in TABLES.values():
-                con.execute(table.duckdb_ddl())
-            for table in tables:
-                con.execute(
-                    f"delete from {table.schema}.{table.name} "
-                    "where game_date in (select unnest(?::date[]))",
-                    [spool.dates],
-                )
-                if spool.rows[table.key]:
-                    columns = ", ".join(table.column_names)
-                    types = ", ".join(f"'{c}': '{duck}'" for c, duck, _ in table.columns)
-                    con.execute(
-                        f"insert into {table.schema}.{table.name} ({columns}) "
-                        f"select {columns} from read_json(?, format = 'newline_delimited', "
-                        f"columns = {{{types}}})",
-                        [str(spool.files[table.key])],
-                    )
-            con.execute("commit")
-        except BaseException:
-            con.execute("rollback")
-            raise
-    return spool.rows
-
-
-# --- BigQuery -------------------------------------------------------------------------
-
-
-def write_bigquery(
-    client: Any,
-    project: str,
-    slate: Slate | Iterable[Slate],
-    include_ledger: bool = False,
-    timeout: float = 60.0,
-) -> dict[str, int]:
-    """Replace the slate's game_date rows in BigQuery; return rows written per table.
-
-    `client` is a google.cloud.bigquery.Client. Datasets and date-partitioned tables are
-    created with DDL if missing; each table's rows for the written dates are removed with
-    a parameterised DELETE, then loaded from NDJSON with load_table_from_file. Every API
-    call and job waits at most `timeout` seconds and jobs are not retried. Not atomic
-    across tables: a failure part-way leaves a date to be rewritten.
-    `include_ledger` also replaces those dates' request_ledger rows (the table must exist).
-    """
-    from google.api_core.exceptions import NotFound
-    from google.cloud import bigquery
-
-    retry = bigquery.DEFAULT_RETRY.with_timeout(timeout)
-    tables = list(TABLES.values())
-    if include_ledger:
-        ledger_ref = f"{project}.{LEDGER.schema}.{LEDGER.name}"
-        try:
-            ledger = client.get_table(ledger_ref, retry=retry, timeout=timeout)
-        except NotFound as exc:
-            raise LedgerTableMissing(
-                f"{ledger_ref} does not exist: run `dbt build` first (dbt creates the "
-                "request ledger), or write without include_ledger"
-            ) from exc
-        missing = [c for c in LEDGER.column_names if c not in {f.name for f in ledger.schema}]
-        if missing:
-            raise LedgerTableMissing(f"{ledger_ref} lacks columns {missing}: rebuild it with dbt")
-        tables.append(LEDGER)
-
-    def run(sql: str, parameters: Sequence[Any] = ()) -> None:
-        config = bigquery.QueryJobConfig(query_parameters=list(parameters))
-        job = client.query(sql, job_config=config, retry=retry, timeout=timeout, job_retry=None)
-        job.result(timeout=timeout, retry=retry)
-
-    with tempfile.TemporaryDirectory(prefix="slate-") as tmp:
-        spool = spool_ndjson(Path(tmp), slate, tables)
-        for schema in sorted({t.schema for t in TABLES.values()}):
-            run(f"create schema if not exists `{project}.{schema}`")
-        for table in TABLES.values():
-            run(table.bigquery_ddl(project))
-        for table in tables:
-            run(
-                f"delete from `{project}.{table.schema}.{table.name}` "
-                "where game_date in unnest(@game_dates)",
-                [bigquery.ArrayQueryParameter("game_dates", "DATE", spool.dates)],
-            )
-            if not spool.rows[table.key]:
-                continue
-            config = bigquery.LoadJobConfig(
-                source_format=bigquery.SourceFormat.NEWLINE_DELIMITED_JSON,
-                write_disposition=bigquery.WriteDisposition.WRITE_APPEND,
-            )
-            with spool.files[table.key].open("rb") as source:
-                job = client.load_table_from_file(
-                    source,
-                    f"{project}.{table.schema}.{table.name}",
-                    job_config=config,
-                    timeout=timeout,
-                )
-            job.result(timeout=timeout, retry=retry)
-    return spool.rows

@@ -1,10 +1,12 @@
-"""The five prediction systems of the reference Phase 5 worker: honest baselines.
+"""The five prediction systems of the reference Phase 5 worker: honest baselines,
+registered by system id in `SYSTEMS`.
 
 Production Phase 5 keeps its own models. These stand-ins exist so that local runs,
-the demo and the tests produce predictions under the five system ids SPEC §4
-requires (``moving_average``, ``zone_matchup_v1``, ``similarity_balanced_v1``,
-``xgboost_v1``, ``ensemble_v1``). Each is a pure, deterministic function of the
-player's Phase 4 features (name -> value) and the points line:
+the demo and the tests produce predictions under the system ids production uses
+(``moving_average``, ``zone_matchup_v1``, ``similarity_balanced_v1``, ``xgboost_v1``,
+``ensemble_v1``); which of them a player needs is the dbt var required_systems, not
+this module. Each is a pure, deterministic function of the player's Phase 4 features
+(name -> value) and the points line:
 
     system(features, line) -> (predicted_points, confidence_score)
 
@@ -171,14 +173,18 @@ def ensemble_v1(features: Features, line: float) -> tuple[float, float]:
     return _result(mean, confidence)
 
 
-#: Every system, in the order of var required_systems.
+#: The registry: system id -> implementation. The systems a player needs are the dbt
+#: var required_systems (the worker reads it); every one of them must be here.
 SYSTEMS: dict[str, System] = {**BASE_SYSTEMS, "ensemble_v1": ensemble_v1}
 
 
-def predict(features: Features, line: float) -> dict[str, tuple[float, float, str]]:
-    """Every system's (predicted_points, confidence_score, recommendation)."""
+def predict(
+    features: Features, line: float, implementations: Mapping[str, System] = SYSTEMS
+) -> dict[str, tuple[float, float, str]]:
+    """(predicted_points, confidence_score, recommendation) of each system of
+    ``implementations`` (system id -> system; by default every system here)."""
     out = {}
-    for system_id, system in SYSTEMS.items():
+    for system_id, system in implementations.items():
         points, confidence = system(features, line)
         out[system_id] = (points, confidence, recommendation(points, line))
     return out
