@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -117,3 +118,38 @@ def test_parse_for_bigquery_needs_no_credentials(tmp_path):
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     assert (tmp_path / "target" / "manifest.json").exists()
+
+
+def test_every_model_has_one_primary_key_test_a_description_and_documented_columns(
+    duckdb_scenarios,
+):
+    """dbt-project-evaluator's testing and documentation rules, checked against the
+    columns the models really have in the built warehouse."""
+    manifest = json.loads((duckdb_scenarios.dbt_target_path / "manifest.json").read_text())
+    nodes = manifest["nodes"].values()
+    models = {n["unique_id"]: n for n in nodes if n["resource_type"] == "model"}
+    generic = [
+        (n["test_metadata"]["name"], n.get("attached_node"))
+        for n in nodes
+        if n["resource_type"] == "test" and n.get("test_metadata")
+    ]
+    keyed = [model for name, model in generic if name == "primary_key"]
+    assert sorted(keyed) == sorted(models), "one primary_key test per model"
+    assert not {name for name, _ in generic} & {"unique", "unique_combination_of_columns"}
+
+    wh = connect(duckdb_scenarios)
+    try:
+        rows = wh.query(
+            "select table_name, column_name from information_schema.columns"
+            " where table_schema = 'nba_orchestration'"
+        )
+    finally:
+        wh.close()
+    actual: dict[str, set[str]] = {}
+    for row in rows:
+        actual.setdefault(row["table_name"], set()).add(row["column_name"])
+    for model in models.values():
+        name = model["name"]
+        assert model["description"].strip(), f"{name} has no description"
+        documented = {c for c, column in model["columns"].items() if column["description"].strip()}
+        assert documented == actual[name], name
