@@ -1,0 +1,40 @@
+"""The rows of the table: one module per row (or per concern), registered here with
+what each needs built or started before it is measured."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..session import Session
+from ..table import RowResult
+from . import backfill, cli, help, history, plan, rss, trigger
+
+#: What a row can need: the emulators, and the DuckDB warehouses by name.
+PUBSUB = "pubsub"
+ONE_DATE, BACKFILL, HISTORY = "one-date", "backfill", "history"
+
+
+@dataclass(frozen=True)
+class Row:
+    number: int
+    name: str
+    #: Measured runs (the baseline gets as many): by default, and with --quick.
+    runs_full: int
+    runs_quick: int
+    needs: frozenset[str]
+    run: Callable[[Session], list[RowResult]]
+
+
+ROWS: dict[int, Row] = {
+    row.number: row
+    for row in (
+        Row(1, "trigger-450", 5, 2, frozenset({PUBSUB, ONE_DATE}), trigger.run),
+        Row(2, "cli-trigger", 5, 3, frozenset({PUBSUB, ONE_DATE}), cli.run),
+        Row(3, "backfill-45000", 3, 1, frozenset({PUBSUB, BACKFILL}), backfill.run),
+        Row(4, "cli-help", 15, 5, frozenset(), help.run),
+        Row(5, "cli-plan", 7, 3, frozenset({ONE_DATE}), plan.run),
+        Row(6, "history-reads", 9, 5, frozenset({ONE_DATE, HISTORY}), history.run),
+        Row(7, "backfill-rss", 3, 1, frozenset({PUBSUB, BACKFILL}), rss.run),
+    )
+}
