@@ -29,6 +29,8 @@ class Session:
     history_seasons: int = 5
     #: Notes of each build (row 6 prints the history's).
     build_notes: dict[str, list[str]] = field(default_factory=dict)
+    #: The BigQuery API emulator's URL (row 8), once started.
+    bigquery_endpoint: str | None = None
     #: (row, heading, body) printed under the table: stage tables, profiles.
     sections: list[tuple[int, str, str]] = field(default_factory=list)
 

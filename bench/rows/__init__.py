@@ -8,10 +8,10 @@ from dataclasses import dataclass
 
 from ..session import Session
 from ..table import RowResult
-from . import backfill, cli, help, history, plan, rss, trigger
+from . import backfill, bigquery, cli, help, history, plan, rss, trigger
 
 #: What a row can need: the emulators, and the DuckDB warehouses by name.
-PUBSUB = "pubsub"
+PUBSUB, BIGQUERY = "pubsub", "bigquery"
 ONE_DATE, BACKFILL, HISTORY = "one-date", "backfill", "history"
 
 
@@ -36,5 +36,6 @@ ROWS: dict[int, Row] = {
         Row(5, "cli-plan", 7, 3, frozenset({ONE_DATE}), plan.run),
         Row(6, "history-reads", 9, 5, frozenset({ONE_DATE, HISTORY}), history.run),
         Row(7, "backfill-rss", 3, 1, frozenset({PUBSUB, BACKFILL}), rss.run),
+        Row(8, "bigquery-round-trips", 3, 1, frozenset({PUBSUB, BIGQUERY}), bigquery.run),
     )
 }
