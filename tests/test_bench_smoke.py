@@ -1,10 +1,14 @@
 """bench/ is not part of the suite's timings: these tests check its pieces (arguments,
-tables, dates, peak RSS, log parsing) in about a second, without an emulator."""
+tables, dates, peak RSS, log parsing) in about a second, and run `python -m bench.run
+--quick` once (≈ 2.5 min on 2 cores, both emulators) to check its report: every row,
+numbers that parse, the goals column, the stage tables."""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +21,15 @@ if str(ROOT) not in sys.path:  # bench/ is not an installed package
 
 from bench import config, infra, profiling, run, table  # noqa: E402
 from bench.rows import ROWS  # noqa: E402
+
+#: The table lines of a run of every row: row 6 gives 6a and 6b, row 8 gives 8a and 8b.
+ALL_LABELS = ["1", "2", "3", "4", "5", "6a", "6b", "7", "8a", "8b"]
+QUICK_TIMEOUT_SECONDS = 420
+
+
+def _on_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in {"true", "1"}
+
 
 # --- arguments ---------------------------------------------------------------------------
 
@@ -214,3 +227,77 @@ def test_importing_bench_stays_light():
         "assert not heavy, heavy\n"
     )
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=60)
+
+
+# --- the quick bench, end to end ---------------------------------------------------------
+
+_VALUE = r"(?P<value>\d+(?:\.\d+)?) (?P<unit>ms|s|MB|statements?)"
+_MEASURED = re.compile(rf"^{_VALUE} \(N=(?P<n>\d+)\)$")
+_BASELINE = re.compile(rf"^{_VALUE} .+ \(N=(?P<n>\d+)\)$")
+_RATIO = re.compile(r"^\d+(?:\.\d+)?×( faster)?$")
+_GOAL = re.compile(r"^(≤|≥) \d+(?:\.\d+)?(× faster|× baseline| ms| s| MB| statements?)$")
+
+
+def _emulators_missing() -> str | None:
+    servers = infra.load_servers()
+    try:
+        servers.cloud_sdk_root()
+        servers.bqemulator_executable()
+    except servers.ServerStartError as exc:
+        return str(exc)
+    return None
+
+
+@pytest.mark.pubsub
+@pytest.mark.bigquery
+def test_quick_bench_reports_every_row(tmp_path):
+    missing = _emulators_missing()
+    if missing:
+        if _on_ci():
+            pytest.fail(f"the bench needs both emulators: {missing}", pytrace=False)
+        pytest.skip(f"the bench needs both emulators: {missing}")
+    env = {k: v for k, v in os.environ.items() if k != "PUBSUB_EMULATOR_HOST"}
+    stderr_path = tmp_path / "bench.stderr"
+    with stderr_path.open("w") as stderr:
+        done = subprocess.run(
+            [sys.executable, "-m", "bench.run", "--quick"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+            timeout=QUICK_TIMEOUT_SECONDS,
+        )
+    tail = "\n".join(stderr_path.read_text().splitlines()[-40:])
+    assert done.returncode == 0, f"bench exited {done.returncode}:\n{tail}"
+    report = done.stdout
+    lines = report.splitlines()
+    start = lines.index(table.TABLE_HEADER)
+    assert lines[start + 1] == "|---|---|---|---|---|---|"
+    rows = []
+    for line in lines[start + 2 :]:
+        if not line.startswith("| "):
+            break
+        rows.append([cell.strip() for cell in line.strip("|").split(" | ")])
+    assert [row[0].split(".", 1)[0] for row in rows] == ALL_LABELS, report
+    for label, measured, baseline, ratio, goal, met in rows:
+        number = int(label.split(".", 1)[0].rstrip("ab"))
+        match = _MEASURED.match(measured)
+        assert match, (label, measured)
+        assert int(match["n"]) == ROWS[number].runs_quick, (label, measured)
+        assert _BASELINE.match(baseline), (label, baseline)
+        assert _RATIO.match(ratio), (label, ratio)
+        assert _GOAL.match(goal), (label, goal)
+        assert met in ("yes", "**NO**"), (label, met)
+    by_label = {row[0].split(".", 1)[0]: row for row in rows}
+    assert all(by_label[label][1].split()[1].startswith("statement") for label in ("8a", "8b"))
+    assert by_label["7"][1].split()[1] == "MB"
+    assert re.search(r"^Bench wall time: \d+ s \(--quick;", report, re.M)
+    for row in (1, 3, 8):
+        heading = next((line for line in lines if line.startswith(f"## Row {row}: where")), None)
+        assert heading, f"no stage table for row {row}"
+        body = lines[lines.index(heading) + 2 :]
+        assert body[0].startswith("| stage | mean ms/")
+        assert any(line.startswith("| claim |") for line in body[:12])
+        assert any(line.startswith("| **total per") for line in body[:14])
+    assert "publish_wait" in report  # the backfill's stages, from its RunResult
