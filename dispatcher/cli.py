@@ -119,6 +119,7 @@ def _without_pandas():
     command runs (and let it back in afterwards for whoever shares the process)."""
     blocked = "pandas" not in sys.modules
     if blocked:
+        # A None entry makes `import pandas` raise ImportError: the documented way to block it.
         sys.modules["pandas"] = None  # type: ignore[assignment]
     try:
         yield
@@ -223,7 +224,7 @@ def trigger(event_json, event_file, game_date, as_json) -> None:
               help="Do not wait; dispatch now and re-request predicted players.")  # fmt: skip
 @_json_option
 def start(game_date, wait_minutes, poll_seconds, force, as_json) -> None:
-    """Scheduler backup: wait for Phase 4, then dispatch (partially if >= 50 ready)."""
+    """Scheduler backup: wait for Phase 4, then dispatch (partially unless critical)."""
     date = _checked_date(game_date)
     result = _run(lambda: _dispatcher().start(
         date, wait_minutes=wait_minutes, poll_seconds=poll_seconds, force=force,
@@ -244,7 +245,7 @@ def retry(game_date, as_json) -> None:
 @_game_date_option
 @_json_option
 def status(game_date, as_json) -> None:
-    """Coverage check: alerts below 90 %; exit 4 on an SLA breach."""
+    """Coverage check: alerts at the coverage mart's alert level; exit 4 on an SLA breach."""
     date = _checked_date(game_date)
     _finish(_run(lambda: _dispatcher().status(date)), as_json)
 

@@ -13,7 +13,9 @@ import json
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from json.encoder import encode_basestring_ascii as _json_string
 from typing import Any
 
 import alerts as alerting
@@ -281,10 +283,7 @@ class Dispatcher:
         result: RunResult, claimed: list[dict[str, Any]], batch_id: str
     ) -> list[OutgoingMessage]:
         requested_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-        return [
-            request_message(row, batch_id, result.trigger_source, requested_at)
-            for row in claimed
-        ]
+        return request_messages(claimed, batch_id, result.trigger_source, requested_at)
 
     def _settle(
         self,
@@ -393,25 +392,46 @@ class Dispatcher:
     ) -> RunResult:
         """Publish what is pending on every date from start through end, chunk_days
         dates per claim and publish (memory stays bounded by one chunk). Dates with
-        nothing pending are skipped, so a re-run resumes where a failed one stopped."""
+        nothing pending are skipped, so a re-run resumes where a failed one stopped.
+
+        The ledger work runs one chunk ahead on a second connection and thread: the
+        warehouse releases the GIL while it claims chunk n+1 and confirms chunk n-1,
+        so this thread only turns claimed rows into messages and hands them over."""
         if end < start:
             raise ValueError(f"backfill end {end} is before start {start}")
+        chunks: list[tuple[dt.date, dt.date, str]] = []
+        first = start
+        while first <= end:
+            last = min(first + dt.timedelta(days=chunk_days - 1), end)
+            chunks.append((first, last, uuid.uuid4().hex))
+            first = last + dt.timedelta(days=1)
         with (
             self.warehouse() as wh,
             self._run("backfill", start, trigger_source, wh) as result,
             self._transport(wh) as transport,
+            self.warehouse() as ledger_wh,
+            ThreadPoolExecutor(1, thread_name_prefix="backfill-ledger") as ledger_work,
         ):
+            result.stages.attach(ledger_wh)
             published: dict[dt.date, int] = {}
-            in_flight = None  # the previous chunk, on the wire while the next is claimed
-            first = start
-            while first <= end:
-                last = min(first + dt.timedelta(days=chunk_days - 1), end)
-                batch_id = uuid.uuid4().hex
+
+            def claim(first: dt.date, last: dt.date, batch_id: str) -> list[dict[str, Any]]:
                 with result.stages.stage("claim"):
-                    claimed = ledger.claim(
-                        wh, first, batch_id=batch_id, trigger_source=trigger_source, through=last
-                    )
-                submitted = None
+                    return ledger.claim(
+                        ledger_wh, first, batch_id=batch_id, trigger_source=trigger_source,
+                        through=last,
+                    )  # fmt: skip
+
+            settling = []
+            next_claim = ledger_work.submit(claim, *chunks[0])
+            for n, (first, last, batch_id) in enumerate(chunks):
+                try:
+                    claimed = next_claim.result()
+                except BaseException:
+                    ledger_work.shutdown(cancel_futures=True)
+                    raise
+                if n + 1 < len(chunks):
+                    next_claim = ledger_work.submit(claim, *chunks[n + 1])
                 if claimed:
                     result.batch_id = batch_id
                     with result.stages.stage("messages"):
@@ -420,25 +440,26 @@ class Dispatcher:
                         waiting = _submit(
                             transport, messages, self.settings.publish_timeout_seconds
                         )
-                    submitted = (
+                    chunk = (
                         waiting,
                         {row["request_id"]: row["game_date"] for row in claimed},
                         batch_id, first, last,
                     )  # fmt: skip
-                if in_flight is not None:
-                    self._settle_chunk(wh, result, in_flight, published)
-                in_flight = submitted
+                    settling.append(
+                        ledger_work.submit(self._settle_chunk, ledger_wh, result, chunk, published)
+                    )
                 if progress is not None:
                     progress((last - first).days + 1)
-                first = last + dt.timedelta(days=1)
-            if in_flight is not None:
-                self._settle_chunk(wh, result, in_flight, published)
+            for settled in settling:
+                settled.result()
             result.dates = []
-            for row in wh.query(
-                f"select * from {marts.COVERAGE}"
-                " where game_date between @game_date and @through order by game_date",
-                {"game_date": start, "through": end},
-            ):
+            with result.stages.stage("coverage"):
+                coverage = wh.query(
+                    f"select * from {marts.COVERAGE}"
+                    " where game_date between @game_date and @through order by game_date",
+                    {"game_date": start, "through": end},
+                )
+            for row in coverage:
                 result.dates.append({
                     "game_date": row["game_date"].isoformat(),
                     "requests_published": published.get(row["game_date"], 0),
@@ -510,33 +531,41 @@ def _submit(
     return submit(REQUEST_TOPIC, messages, timeout=timeout).results
 
 
+def request_messages(
+    claimed: list[dict[str, Any]], batch_id: str, trigger_source: str, requested_at: str
+) -> list[OutgoingMessage]:
+    """The prediction request messages (docs/CONTRACT.md) of claimed requests.
+
+    The marts render each player's fields as JSON (``request_fields``); here the claimed
+    request id goes in front and the run's fields behind, so a message costs a string
+    join and an encode.
+    """
+    run = json.dumps(
+        {"batch_id": batch_id, "trigger_source": trigger_source, "requested_at": requested_at},
+        separators=(",", ":"),
+    )[1:]
+    return [
+        OutgoingMessage(
+            request_id=row["request_id"],
+            data=(
+                f'{{"request_id":{_json_string(row["request_id"])},'
+                f'{row["request_fields"][1:-1]},{run}'
+            ).encode(),
+            attributes={
+                "request_id": row["request_id"],
+                "game_date": row["game_date"].isoformat(),
+                "player_lookup": row["player_lookup"],
+            },
+        )
+        for row in claimed
+    ]
+
+
 def request_message(
     row: dict[str, Any], batch_id: str, trigger_source: str, requested_at: str
 ) -> OutgoingMessage:
-    """The prediction request message (docs/CONTRACT.md) for one claimed request."""
-    line = row.get("current_points_line")
-    body = {
-        "request_id": row["request_id"],
-        "player_lookup": row["player_lookup"],
-        "game_date": row["game_date"].isoformat(),
-        "game_id": row["game_id"],
-        "line_values": [float(line)] if line is not None else [],
-        "team_abbr": row["team_abbr"],
-        "opponent_team_abbr": row["opponent_team_abbr"],
-        "is_home": bool(row["is_home"]),
-        "batch_id": batch_id,
-        "trigger_source": trigger_source,
-        "requested_at": requested_at,
-    }
-    return OutgoingMessage(
-        request_id=row["request_id"],
-        data=json.dumps(body, separators=(",", ":")).encode(),
-        attributes={
-            "request_id": row["request_id"],
-            "game_date": body["game_date"],
-            "player_lookup": row["player_lookup"],
-        },
-    )
+    """The prediction request message of one claimed request (see request_messages)."""
+    return request_messages([row], batch_id, trigger_source, requested_at)[0]
 
 
 def _summary_status(rows: list[dict[str, Any]], alert: alerting.Alert) -> str:

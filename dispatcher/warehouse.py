@@ -32,8 +32,7 @@ FORCE_STATES = ("pending", "predicted")
 
 #: The columns a claim returns per claimed request: what a prediction request carries.
 CLAIM_COLUMNS = (
-    "request_id", "attempt", "game_date", "player_lookup", "game_id",
-    "team_abbr", "opponent_team_abbr", "is_home", "current_points_line",
+    "request_id", "attempt", "game_date", "player_lookup", "game_id", "request_fields",
 )  # fmt: skip
 
 

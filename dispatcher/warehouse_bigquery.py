@@ -81,10 +81,7 @@ select
     ledger.game_date,
     ledger.player_lookup,
     ledger.game_id,
-    players.team_abbr,
-    players.opponent_team_abbr,
-    players.is_home,
-    players.current_points_line
+    players.request_fields
 from {LEDGER} as ledger
 inner join {DISPATCH_STATE} as players
     on ledger.game_date = players.game_date and ledger.player_lookup = players.player_lookup

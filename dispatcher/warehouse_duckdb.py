@@ -66,10 +66,7 @@ select
     game_date,
     player_lookup,
     game_id,
-    team_abbr,
-    opponent_team_abbr,
-    is_home,
-    current_points_line
+    request_fields
 from {source}
 where
     game_date between @first and @last

@@ -17,6 +17,7 @@ from warehouses import build_template, copy_of
 from dispatcher import ledger, marts
 from dispatcher.cli import cli
 from dispatcher.dispatch import Dispatcher
+from dispatcher.project import required_systems
 from dispatcher.sandbox.load import write_bigquery
 from dispatcher.sandbox.slate import SlateSpec, generate_slate
 from dispatcher.warehouse import connect
@@ -112,7 +113,11 @@ def test_retry_publishes_exactly_the_ten_whose_predictions_were_deleted(settings
     Dispatcher(settings).trigger(GAME_DATE)
     wh = connect(settings)
     try:
-        predicted = [p["player_lookup"] for p in marts.players(wh, GAME_DATE, ["predicted"])]
+        predicted = [
+            p["player_lookup"]
+            for p in marts.dispatch_state(wh, GAME_DATE)
+            if p["state"] == "predicted"
+        ]
         victims = predicted[:10]
         wh.execute(
             "delete from nba_predictions.player_prop_predictions"
@@ -169,7 +174,7 @@ def test_trigger_refuses_a_critical_date_and_retry_does_not(late_template, tmp_p
         wh.execute(
             "update nba_predictions.ml_feature_store_v2 set is_production_ready = true"
             " where game_date = @game_date and player_lookup in (select player_lookup from"
-            " nba_orchestration.fct_pending_players where game_date = @game_date"
+            " nba_orchestration.fct_player_dispatch_state where game_date = @game_date"
             " order by player_lookup limit 30)",
             {"game_date": GAME_DATE},
         )
@@ -192,11 +197,10 @@ def test_status_exit_codes(settings):
             " (prediction_id, system_id, player_lookup, game_id, game_date, is_active,"
             " created_at)"
             " select player_lookup || system_id, system_id, player_lookup, game_id, game_date,"
-            " true, now() from nba_orchestration.fct_pending_players,"
-            " (select unnest(['moving_average', 'zone_matchup_v1', 'similarity_balanced_v1',"
-            " 'xgboost_v1', 'ensemble_v1']) as system_id)"
+            " true, now() from nba_orchestration.fct_player_dispatch_state,"
+            " (select unnest(@systems) as system_id)"
             " where game_date = @game_date",
-            {"game_date": GAME_DATE},
+            {"game_date": GAME_DATE, "systems": list(required_systems())},
         )
     finally:
         wh.close()

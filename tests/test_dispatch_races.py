@@ -1,4 +1,4 @@
-"""Races and crashes around claim -> publish -> confirm (SPEC §9).
+"""Races and crashes around claim -> publish -> confirm (the guarantees of docs/CONTRACT.md).
 
 Never two requests for the same (game_date, player) inside the lease, whatever races:
 redelivered events, the event and the scheduler together, several processes at once,
@@ -76,6 +76,11 @@ class Expected:
         return set(self.request_ids)
 
 
+def _request_id(game_date: dt.date, player: str, attempt: int) -> str:
+    """The request id the contract promises consumers (docs/CONTRACT.md)."""
+    return f"{game_date.isoformat()}/{player}/{attempt}"
+
+
 def _expected(spec: SlateSpec) -> Expected:
     slate = generate_slate(spec)
     counts = spec.counts()
@@ -89,7 +94,7 @@ def _expected(spec: SlateSpec) -> Expected:
         pending=counts.pending,
         lease_expired=counts.lease_expired,
         request_ids={
-            player: ledger.request_id(spec.game_date, player, attempts[player] + 1)
+            player: _request_id(spec.game_date, player, attempts[player] + 1)
             for player in pending
         },
         slate_request_ids=frozenset(row["request_id"] for row in slate.ledger),
@@ -382,9 +387,7 @@ def test_claim_older_than_the_lease_is_requested_again_as_the_next_attempt(setti
     crashed_attempt = {row["player_lookup"]: row["attempt"] for row in crashed}
     for row in published:
         assert row["attempt"] == crashed_attempt[row["player_lookup"]] + 1
-        assert row["request_id"] == ledger.request_id(
-            GAME_DATE, row["player_lookup"], row["attempt"]
-        )
+        assert row["request_id"] == _request_id(GAME_DATE, row["player_lookup"], row["attempt"])
     assert {row["player_lookup"] for row in published} == expected.players
     # First claimed by the crashed batch: attempt 2; already one expired claim before: 3.
     attempts = Counter(row["request_id"].rsplit("/", 1)[1] for row in published)
@@ -636,7 +639,7 @@ def test_four_threads_on_bigquery_request_each_player_once(
     bigquery_slate, pubsub_emulator, monkeypatch
 ):
     from dispatcher.transport_pubsub import ensure_topics
-    from dispatcher.warehouse import BigQueryWarehouse
+    from dispatcher.warehouse_bigquery import BigQueryWarehouse
 
     base, expected = bigquery_slate
     settings = base.with_(transport="pubsub", publish_timeout_seconds=10)

@@ -324,7 +324,7 @@ def _put_outbox(settings, bodies: list[bytes | str]) -> list[str]:
 def _pending_rows(settings, n):
     wh = connect(settings)
     try:
-        return marts.players(wh, GAME_DATE, ["pending"])[:n]
+        return marts.pending(wh, GAME_DATE)[:n]
     finally:
         wh.close()
 
@@ -341,11 +341,18 @@ def test_bad_requests_are_counted_failed_logged_and_acked(settings, capsys):
     good = _pending_rows(settings, 2)
     not_ready = _query(
         settings,
-        "select * from nba_orchestration.fct_pending_players"
+        "select * from nba_orchestration.fct_player_dispatch_state"
         " where game_date = @d and state = 'not_ready' and has_features limit 1",
         {"d": GAME_DATE},
     )
-    ghost = {**good[0], "player_lookup": "nobody'; drop table x; --"}
+    ghost_player = "nobody'; drop table x; --"
+    ghost = {
+        **good[0],
+        "player_lookup": ghost_player,
+        "request_fields": json.dumps(
+            {**json.loads(good[0]["request_fields"]), "player_lookup": ghost_player}
+        ),
+    }
     bodies = [
         "{not json",
         json.dumps({"player_lookup": "x"}),
@@ -510,7 +517,7 @@ def test_pubsub_worker_completes_coverage_and_drops_a_duplicate(
     player = next(r["player_lookup"] for r in before if r["prediction_id"].startswith("2026"))
     row = _query(
         settings,
-        "select * from nba_orchestration.fct_pending_players"
+        "select * from nba_orchestration.fct_player_dispatch_state"
         " where game_date = @d and player_lookup = @p",
         {"d": GAME_DATE, "p": player},
     )[0]

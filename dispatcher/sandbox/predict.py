@@ -28,7 +28,7 @@ from ..warehouse import TransactionConflict, Warehouse, WarehouseError
 from . import systems
 
 PREDICTIONS = "nba_predictions.player_prop_predictions"
-FEATURES = "nba_predictions.ml_feature_store_v2"
+FEATURES = "nba_orchestration.int_player_features"
 WRITE_ATTEMPTS = 3
 MAX_PLAYER_LOOKUP = 200
 #: Numeric columns hold two decimals: closer than this is the same value.
@@ -131,12 +131,16 @@ def parse_request(data: bytes | str) -> PredictionRequest:
 
 # --- reads ------------------------------------------------------------------------------
 
-# The `in (select * from unnest(@x))` form: on the BigQuery emulator `in unnest(@x)`
-# silently matches nothing inside some statements.
+# Phase 4 features through the model the marts use: the latest row per player, and
+# that row's readiness. The `in (select * from unnest(@x))` form: on the BigQuery
+# emulator `in unnest(@x)` silently matches nothing inside some statements.
 _FEATURES_SQL = f"""
-select player_lookup, game_id, features, feature_names, is_production_ready, updated_at
+select player_lookup, game_id, features, feature_names
 from {FEATURES}
-where game_date = @game_date and player_lookup in (select * from unnest(@players))
+where
+    game_date = @game_date
+    and player_lookup in (select * from unnest(@players))
+    and is_production_ready
 """
 
 _EXISTING_SQL = f"""
@@ -151,16 +155,13 @@ where game_date = @game_date and player_lookup in (select * from unnest(@players
 def load_features(
     warehouse: Warehouse, game_date: dt.date, players: Sequence[str]
 ) -> dict[str, dict[str, Any]]:
-    """player_lookup -> {"game_id", "features": {name: value}} for the players with a
-    production-ready row (the latest one when Phase 4 wrote several). One query."""
+    """player_lookup -> {"game_id", "features": {name: value}} for the players whose
+    latest Phase 4 row is production ready. One query."""
     if not players:
         return {}
     rows = warehouse.query(_FEATURES_SQL, {"game_date": game_date, "players": list(players)})
-    rows.sort(key=lambda row: row["updated_at"] or dt.datetime.min)
     found: dict[str, dict[str, Any]] = {}
-    for row in rows:  # later rows win
-        if not row["is_production_ready"]:
-            continue
+    for row in rows:
         names, values = row["feature_names"] or [], row["features"] or []
         found[row["player_lookup"]] = {
             "game_id": row["game_id"],
@@ -260,109 +261,6 @@ def prediction_rows(
 
 # --- writes -----------------------------------------------------------------------------
 
-_COLUMNS = (
-    "prediction_id, system_id, player_lookup, game_id, game_date, predicted_points,"
-    " confidence_score, recommendation, current_points_line, is_active, created_at"
-)
-
-_DUCKDB_DELETE = f"""
-delete from {PREDICTIONS} as predictions
-using (
-    select
-        unnest(@game_dates::date[]) as game_date,
-        unnest(@player_lookups::varchar[]) as player_lookup,
-        unnest(@system_ids::varchar[]) as system_id
-) as incoming
-where
-    predictions.game_date = incoming.game_date
-    and predictions.player_lookup = incoming.player_lookup
-    and predictions.system_id = incoming.system_id
-"""
-
-_DUCKDB_INSERT = f"""
-insert into {PREDICTIONS} ({_COLUMNS})
-select
-    prediction_id, system_id, player_lookup, game_id, game_date,
-    cast(predicted_points as decimal(10, 2)),
-    cast(confidence_score as decimal(10, 2)),
-    recommendation,
-    case when has_line then cast(points_line as decimal(10, 2)) end,
-    true,
-    @created_at
-from (
-    select
-        unnest(@prediction_ids::varchar[]) as prediction_id,
-        unnest(@system_ids::varchar[]) as system_id,
-        unnest(@player_lookups::varchar[]) as player_lookup,
-        unnest(@game_ids::varchar[]) as game_id,
-        unnest(@game_dates::date[]) as game_date,
-        unnest(@predicted_points::double[]) as predicted_points,
-        unnest(@confidence_scores::double[]) as confidence_score,
-        unnest(@recommendations::varchar[]) as recommendation,
-        unnest(@has_lines::boolean[]) as has_line,
-        unnest(@points_lines::double[]) as points_line
-)
-"""
-
-# One game_date (one partition) per statement. Arrays are zipped by offset:
-# `@arr[offset(i)]` is off by one on the BigQuery emulator.
-_BIGQUERY_MERGE = f"""
-merge into {PREDICTIONS} as predictions
-using (
-    select
-        prediction_id, system_id, player_lookup, game_id, predicted_points,
-        confidence_score, recommendation, has_line, points_line
-    from unnest(@prediction_ids) as prediction_id with offset as p0
-    inner join unnest(@system_ids) as system_id with offset as p1 on p1 = p0
-    inner join unnest(@player_lookups) as player_lookup with offset as p2 on p2 = p0
-    inner join unnest(@game_ids) as game_id with offset as p3 on p3 = p0
-    inner join unnest(@predicted_points) as predicted_points with offset as p4 on p4 = p0
-    inner join unnest(@confidence_scores) as confidence_score with offset as p5 on p5 = p0
-    inner join unnest(@recommendations) as recommendation with offset as p6 on p6 = p0
-    inner join unnest(@has_lines) as has_line with offset as p7 on p7 = p0
-    inner join unnest(@points_lines) as points_line with offset as p8 on p8 = p0
-) as incoming
-on
-    predictions.game_date = @game_date
-    and predictions.player_lookup = incoming.player_lookup
-    and predictions.system_id = incoming.system_id
-when matched then update set
-    prediction_id = incoming.prediction_id,
-    game_id = incoming.game_id,
-    predicted_points = cast(incoming.predicted_points as numeric),
-    confidence_score = cast(incoming.confidence_score as numeric),
-    recommendation = incoming.recommendation,
-    current_points_line = if(incoming.has_line, cast(incoming.points_line as numeric), null),
-    is_active = true,
-    created_at = @created_at
-when not matched then insert ({_COLUMNS}) values (
-    incoming.prediction_id, incoming.system_id, incoming.player_lookup, incoming.game_id,
-    @game_date,
-    cast(incoming.predicted_points as numeric),
-    cast(incoming.confidence_score as numeric),
-    incoming.recommendation,
-    if(incoming.has_line, cast(incoming.points_line as numeric), null),
-    true,
-    @created_at
-)
-"""
-
-
-def _arrays(rows: Sequence[dict[str, Any]]) -> dict[str, list[Any]]:
-    return {
-        "prediction_ids": [r["prediction_id"] for r in rows],
-        "system_ids": [r["system_id"] for r in rows],
-        "player_lookups": [r["player_lookup"] for r in rows],
-        "game_ids": [r["game_id"] or "" for r in rows],
-        "game_dates": [r["game_date"] for r in rows],
-        "predicted_points": [float(r["predicted_points"]) for r in rows],
-        "confidence_scores": [float(r["confidence_score"]) for r in rows],
-        "recommendations": [r["recommendation"] for r in rows],
-        "has_lines": [r["current_points_line"] is not None for r in rows],
-        # BigQuery array parameters cannot hold NULL: has_lines says which are real.
-        "points_lines": [float(r["current_points_line"] or 0.0) for r in rows],
-    }
-
 
 def write_predictions(
     warehouse: Warehouse,
@@ -375,10 +273,8 @@ def write_predictions(
     how many rows were written. Every written row is active, created at ``created_at``
     (default now, UTC).
 
-    DuckDB: one transaction deleting every row of those keys, then inserting.
-    BigQuery: one MERGE per game_date (update when matched, insert when not): it never
-    adds a second row for a key, but leaves alone duplicates another writer made.
-    A failed write is retried (``attempts`` in all), then raises.
+    The warehouse makes each write atomic (see its module). A failed write is retried
+    (``attempts`` in all), then raises.
     """
     unique = list({(r["game_date"], r["player_lookup"], r["system_id"]): r for r in rows}.values())
     if not unique:
@@ -387,26 +283,10 @@ def write_predictions(
     if created.tzinfo is not None:
         created = created.astimezone(dt.UTC).replace(tzinfo=None)
 
-    def write() -> None:
-        if warehouse.kind == "duckdb":
-            warehouse.transaction(  # type: ignore[attr-defined]
-                [_DUCKDB_DELETE, _DUCKDB_INSERT], {**_arrays(unique), "created_at": created}
-            )
-            return
-        by_date: dict[dt.date, list[dict[str, Any]]] = {}
-        for row in unique:
-            by_date.setdefault(row["game_date"], []).append(row)
-        for game_date, date_rows in sorted(by_date.items()):
-            params = _arrays(date_rows)
-            del params["game_dates"]
-            warehouse.conflicting(  # type: ignore[attr-defined]
-                _BIGQUERY_MERGE, {**params, "game_date": game_date, "created_at": created}
-            )
-
     delay = 0.1
     for attempt in range(1, attempts + 1):
         try:
-            write()
+            warehouse.upsert_predictions(unique, created_at=created)
             return len(unique)
         except (TransactionConflict, WarehouseError):
             if attempt == attempts:

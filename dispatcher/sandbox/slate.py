@@ -8,12 +8,13 @@ number the readiness / coverage marts must report, without generating rows.
 
 Semantics the counts follow (the dbt marts implement the same):
 
-- expected: avg_minutes_per_game_last_7 >= 15 and player_status null or not OUT/DOUBTFUL;
+- expected: avg_minutes_per_game_last_7 >= the dbt var min_minutes and player_status
+  null or not one of excluded_player_statuses (the slate writes OUT and DOUBTFUL);
 - in feature store / ready: an expected player with a feature row / with
   is_production_ready true;
 - predicted: an active prediction from every system of the dbt var required_systems;
 - in flight: not predicted, and a ledger row with coalesce(published_at, claimed_at)
-  less than 10 minutes before `now`;
+  inside the lease (var request_lease_minutes) before `now`;
 - pending: ready, not predicted, not in flight; not_ready: expected, not predicted,
   not ready.
 
@@ -31,7 +32,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from ..project import required_systems
+from ..project import dbt_vars, required_systems
 from .systems import recommendation
 
 __all__ = [
@@ -43,7 +44,7 @@ __all__ = [
     "generate_slate",
 ]
 
-MIN_MINUTES = 15
+MIN_MINUTES = float(dbt_vars()["min_minutes"])
 FEATURE_VERSION = "v2_25features"
 TRIGGER_SOURCE = "pubsub"
 

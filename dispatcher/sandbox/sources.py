@@ -1,8 +1,8 @@
 """Where the reference worker's requests come from: the local outbox table or a Pub/Sub
 streaming pull, behind one pull / ack / nack / close interface.
 
-`Warehouses` holds the worker's warehouse handles: opened on demand, and on DuckDB
-released while idle (the file admits one process).
+`Warehouses` holds the worker's warehouse handle: opened on demand and released while
+idle (a DuckDB file admits one process at a time).
 """
 
 from __future__ import annotations
@@ -10,13 +10,16 @@ from __future__ import annotations
 import queue
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..config import Settings
 from ..logs import log
 from ..transport import REQUEST_TOPIC
 from ..warehouse import Warehouse, connect
 from .predict import Delivery
+
+if TYPE_CHECKING:
+    from ..warehouse_duckdb import DuckDBWarehouse
 
 #: After the first message of a batch, how long to wait for the batch to fill.
 BATCH_LINGER_SECONDS = 0.05
@@ -35,29 +38,21 @@ class Warehouses:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._warehouse: Warehouse | None = None
-        self._outbox: Warehouse | None = None
 
     def warehouse(self) -> Warehouse:
         if self._warehouse is None:
             self._warehouse = connect(self.settings)
         return self._warehouse
 
-    def outbox_connection(self) -> Any:
-        if self.settings.warehouse == "duckdb":
-            return self.warehouse().connection  # type: ignore[attr-defined]
-        if self._outbox is None:
-            from ..warehouse import DuckDBWarehouse
-
-            self._outbox = DuckDBWarehouse(self.settings.duckdb_path)
-        return self._outbox.connection  # type: ignore[attr-defined]
+    def outbox(self) -> DuckDBWarehouse:
+        """The local outbox: the DuckDB warehouse's own (a clear error on BigQuery)."""
+        return self.warehouse().outbox()
 
     def release_idle(self) -> None:
-        if self._warehouse is not None and self._warehouse.kind == "duckdb":
+        """Close the warehouse while idle: a DuckDB file admits one process at a time."""
+        if self._warehouse is not None:
             self._warehouse.close()
             self._warehouse = None
-        if self._outbox is not None:
-            self._outbox.close()
-            self._outbox = None
 
     def close(self) -> None:
         self.release_idle()
@@ -75,7 +70,7 @@ class LocalSource:
     def pull(self, max_messages: int, wait: float) -> list[Delivery]:
         from ..transport_local import pull_outbox
 
-        rows = pull_outbox(self.handles.outbox_connection(), REQUEST_TOPIC, max_messages)
+        rows = pull_outbox(self.handles.outbox(), REQUEST_TOPIC, max_messages)
         if not rows:
             self.handles.release_idle()  # before sleeping: others may open the file meanwhile
             time.sleep(wait)
@@ -85,7 +80,7 @@ class LocalSource:
     def ack(self, deliveries: Iterable[Delivery]) -> None:
         from ..transport_local import ack_outbox
 
-        ack_outbox(self.handles.outbox_connection(), [d.message_id for d in deliveries])
+        ack_outbox(self.handles.outbox(), [d.message_id for d in deliveries])
 
     def nack(self, deliveries: Iterable[Delivery]) -> None:
         """Unacknowledged rows are pulled again: nothing to do."""

@@ -46,7 +46,8 @@ joined as (
         predictions.last_predicted_at,
 
         coalesce(requests.request_attempts, 0) as request_attempts,
-        coalesce(requests.request_attempts, 0) + 1 as next_attempt,
+        -- the highest attempt, not the count: a released claim leaves a gap
+        coalesce(requests.last_attempt, 0) + 1 as next_attempt,
         requests.first_published_at,
         requests.last_requested_at,
         requests.lease_expires_at,
@@ -100,9 +101,29 @@ final as (
         end as reason
     from joined
 
+),
+
+with_request_id as (
+
+    select
+        *,
+        {{ request_id('game_date', 'player_lookup', 'next_attempt') }} as next_request_id
+    from final
+
 )
 
 select
     *,
-    {{ request_id('game_date', 'player_lookup', 'next_attempt') }} as next_request_id
-from final
+    -- The prediction request's fields that belong to the player, as JSON; the
+    -- dispatcher adds the claimed request_id and the run's batch_id, trigger_source
+    -- and requested_at, so that Python only encodes.
+    {{ json_object([
+        ('player_lookup', 'player_lookup'),
+        ('game_date', 'cast(game_date as string)'),
+        ('game_id', 'game_id'),
+        ('line_values', float_array_or_empty('current_points_line')),
+        ('team_abbr', 'team_abbr'),
+        ('opponent_team_abbr', 'opponent_team_abbr'),
+        ('is_home', 'coalesce(is_home, false)'),
+    ]) }} as request_fields
+from with_request_id

@@ -13,6 +13,7 @@ aggregated as (
         game_date,
         player_lookup,
         count(*) as request_attempts,
+        max(attempt) as last_attempt,
         count(published_at) as requests_published,
         min(claimed_at) as first_claimed_at,
         min(published_at) as first_published_at,

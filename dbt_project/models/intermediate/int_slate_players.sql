@@ -37,7 +37,9 @@ final as (
         player_status,
         avg_minutes_last_7,
         case
-            when player_status in {{ sql_string_list(var('excluded_player_statuses')) }}
+            when
+                player_status
+                in {{ sql_string_list(var('excluded_player_statuses') | map('upper') | list) }}
                 then 'status ' || player_status
             when avg_minutes_last_7 is null
                 then 'no recent minutes'

@@ -17,6 +17,7 @@ final as (
         -- the request the dispatcher claims and publishes
         next_request_id,
         next_attempt,
+        request_fields,
         team_abbr,
         opponent_team_abbr,
         is_home,

@@ -32,7 +32,8 @@ final as (
         last_requested_at,
         lease_expires_at,
         next_attempt,
-        next_request_id
+        next_request_id,
+        request_fields
 
     from dispatch_state
 

@@ -1,0 +1,37 @@
+{#- A JSON object as compact text, keys in the order given: pairs is a list of
+    (key, SQL expression). Both warehouses render the same text. -#}
+{% macro json_object(pairs) -%}
+    {{ return(adapter.dispatch('json_object', 'nba_dispatch')(pairs)) }}
+{%- endmacro %}
+
+{% macro default__json_object(pairs) -%}
+    to_json_string(struct(
+        {%- for key, expression in pairs %}
+        {{ expression }} as {{ key }}{{ "," if not loop.last }}
+        {%- endfor %}
+    ))
+{%- endmacro %}
+
+{% macro duckdb__json_object(pairs) -%}
+    cast(json_object(
+        {%- for key, expression in pairs %}
+        '{{ key }}', {{ expression }}{{ "," if not loop.last }}
+        {%- endfor %}
+    ) as varchar)
+{%- endmacro %}
+
+{#- A nullable number as a JSON-ready array of floats: [x], or [] when null. -#}
+{% macro float_array_or_empty(expression) -%}
+    {{ return(adapter.dispatch('float_array_or_empty', 'nba_dispatch')(expression)) }}
+{%- endmacro %}
+
+{% macro default__float_array_or_empty(expression) -%}
+    if({{ expression }} is null, cast([] as array<float64>), [cast({{ expression }} as float64)])
+{%- endmacro %}
+
+{% macro duckdb__float_array_or_empty(expression) -%}
+    case
+        when {{ expression }} is null then cast([] as double [])
+        else [cast({{ expression }} as double)]
+    end
+{%- endmacro %}
