@@ -72,9 +72,10 @@ class PubSubTransport:
         project: str,
         *,
         batch_max_messages: int = 1000,
-        # A dispatch publishes once and waits: a short timer sends the last, part-filled
-        # batch without idling (full batches go at once anyway).
-        batch_max_latency: float = 0.01,
+        # Full batches go at once; the timer only sends a part-filled one. A shorter
+        # timer splits a large publish into many small batches (about 10 % slower at
+        # 45,000 messages) to save at most this much on a trigger's last batch.
+        batch_max_latency: float = 0.05,
         publish_timeout: float = 10.0,
     ) -> None:
         if not project:
@@ -88,7 +89,15 @@ class PubSubTransport:
         self.batch_settings = pubsub_v1.types.BatchSettings(
             max_messages=int(batch_max_messages), max_latency=float(batch_max_latency)
         )
-        self._publisher = pubsub_v1.PublisherClient(batch_settings=self.batch_settings)
+        # Retry and RPC timeout set once for the client: passed with every message they
+        # cost about 10 % of a large publish.
+        self._retry = bounded_retry(self.publish_timeout)
+        self._publisher = pubsub_v1.PublisherClient(
+            batch_settings=self.batch_settings,
+            publisher_options=pubsub_v1.types.PublisherOptions(
+                retry=self._retry, timeout=self.publish_timeout
+            ),
+        )
         self._closed = False
 
     def topic_path(self, topic: str) -> str:
@@ -115,16 +124,20 @@ class PubSubTransport:
         if overall <= 0:
             raise ValueError("timeout must be positive")
         rpc_deadline = min(self.publish_timeout, overall)
-        retry = bounded_retry(rpc_deadline)
+        # The client's own retry and timeout unless this call is bounded tighter.
+        bounds: dict[str, Any] = (
+            {"retry": bounded_retry(rpc_deadline), "timeout": rpc_deadline}
+            if rpc_deadline < self.publish_timeout
+            else {}
+        )
         path = self.topic_path(topic)
         deadline = time.monotonic() + overall
+        publish = self._publisher.publish
 
         pending: list[tuple[OutgoingMessage, Any]] = []
         for message in messages:
             try:
-                future = self._publisher.publish(
-                    path, message.data, retry=retry, timeout=rpc_deadline, **message.attributes
-                )
+                future = publish(path, message.data, **bounds, **message.attributes)
             except Exception as exc:  # TypeError, ValueError, RuntimeError from the library
                 pending.append((message, exc))
             else:

@@ -41,6 +41,14 @@ from .warehouse import (
     prediction_arrays,
 )
 
+# A trigger refuses a critical date inside the claim itself (no readiness read first).
+_UNLESS_CRITICAL = f"""
+and game_date in (
+    select game_date from {READINESS}
+    where game_date between @first and @last and not is_critical
+)
+"""
+
 _CLAIM = """
 merge into {ledger} as ledger
 using (
@@ -54,13 +62,7 @@ using (
     where
         game_date between @first and @last
         {states}
-        and (
-            not @unless_critical
-            or game_date in (
-                select game_date from {readiness}
-                where game_date between @first and @last and not is_critical
-            )
-        )
+        {guard}
 ) as claims
 on ledger.game_date between @first and @last and ledger.request_id = claims.request_id
 when matched then update set claimed_at = ledger.claimed_at
@@ -207,12 +209,12 @@ class BigQueryWarehouse:
         self.statements += 1
         try:
             job = self.client.query(sql, job_config=config, timeout=self.timeout, job_retry=None)
-            return job.result(timeout=self.timeout)
+            return job, job.result(timeout=self.timeout)
         except Exception as exc:  # google.api_core raises many types; one error for callers
             raise WarehouseError(f"BigQuery query failed: {exc}") from exc
 
     def query(self, sql: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
-        rows = self._job(sql, params)
+        _, rows = self._job(sql, params)
         return [{key: plain(value) for key, value in row.items()} for row in rows]
 
     def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
@@ -245,12 +247,11 @@ class BigQueryWarehouse:
             ledger=LEDGER,
             source=DISPATCH_STATE if force else PENDING,
             states="and state in (select * from unnest(@states))" if force else "",
-            readiness=READINESS,
+            guard=_UNLESS_CRITICAL if unless_critical else "",
         )
         params: dict[str, Any] = {
             "first": first, "last": last, "batch_id": batch_id,
             "trigger_source": trigger_source, "claimed_at": claimed_at,
-            "unless_critical": unless_critical,
         }  # fmt: skip
         if force:
             params["states"] = list(FORCE_STATES)

@@ -43,6 +43,14 @@ from .warehouse import (
 LOCKS = "nba_orchestration.dispatch_locks"
 _PARAM = re.compile(r"@([A-Za-z_][A-Za-z0-9_]*)")
 
+# A trigger refuses a critical date inside the claim itself (no readiness read first).
+_UNLESS_CRITICAL = f"""
+and game_date in (
+    select game_date from {READINESS}
+    where game_date between @first and @last and not is_critical
+)
+"""
+
 _ENSURE_LOCK_ROWS = f"""
 insert into {LOCKS} (game_date, holder_batch_id, locked_at)
 select game_date, cast(null as string), cast(null as timestamp)
@@ -71,13 +79,7 @@ from {source}
 where
     game_date between @first and @last
     {states}
-    and (
-        not @unless_critical
-        or game_date in (
-            select game_date from {readiness}
-            where game_date between @first and @last and not is_critical
-        )
-    )
+    {guard}
 """
 
 _INSERT_CLAIMS = f"""
@@ -191,10 +193,17 @@ class DuckDBWarehouse:
     def query(self, sql: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
         cursor = self._execute(sql, params)
         names = [column[0] for column in cursor.description]
-        return [
-            {name: plain(value) for name, value in zip(names, row, strict=True)}
-            for row in cursor.fetchall()
+        rows = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+        # Only decimals and zoned timestamps need converting: skip the other columns.
+        convert = [
+            name
+            for name, kind, *_ in cursor.description
+            if str(kind).startswith(("DECIMAL", "TIMESTAMP WITH TIME ZONE"))
         ]
+        for row in rows if convert else ():
+            for name in convert:
+                row[name] = plain(row[name])
+        return rows
 
     def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
         self._execute(sql, params)
@@ -233,7 +242,7 @@ class DuckDBWarehouse:
         select = _SELECT_CLAIMS.format(
             source=DISPATCH_STATE if force else PENDING,
             states="and state in (select * from unnest(@states))" if force else "",
-            readiness=READINESS,
+            guard=_UNLESS_CRITICAL if unless_critical else "",
         )
         params = {
             "first": first,
@@ -241,7 +250,6 @@ class DuckDBWarehouse:
             "batch_id": batch_id,
             "trigger_source": trigger_source,
             "claimed_at": claimed_at,
-            "unless_critical": unless_critical,
             "states": list(FORCE_STATES),
         }
         self._transaction([_TAKE_LOCK, select, _INSERT_CLAIMS], params)

@@ -1,7 +1,7 @@
 """Start and stop the two emulators the suite runs against, on 127.0.0.1 only.
 
 No pytest here: the fixtures in conftest.py wrap these functions, and anyone can
-call them from a REPL. Facts behind the choices are in EMULATORS.md (the shared notes).
+call them from a REPL. The facts behind the choices are in docs/DEVELOPING.md.
 """
 
 from __future__ import annotations

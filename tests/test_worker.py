@@ -565,18 +565,34 @@ BQ_SPEC = SlateSpec(
 
 
 @pytest.mark.bigquery
-def test_bigquery_writes_are_idempotent(bigquery_emulator, bigquery_client):
+def _contract_body(context: dict) -> str:
+    """A prediction request as the contract spells it, from a Phase 3 context row."""
+    line = context["current_points_line"]
+    return json.dumps({
+        "request_id": f"{context['game_date']}/{context['player_lookup']}/1",
+        "player_lookup": context["player_lookup"],
+        "game_date": str(context["game_date"]),
+        "game_id": context["game_id"],
+        "line_values": [] if line is None else [float(line)],
+        "team_abbr": context["team_abbr"],
+        "opponent_team_abbr": context["opponent_team_abbr"],
+        "is_home": bool(context["home_game"]),
+        "batch_id": "test-batch",
+        "trigger_source": "test",
+        "requested_at": "2026-11-29T08:00:00+00:00",
+    })  # fmt: skip
+
+
+def test_bigquery_writes_are_idempotent(bigquery_scenarios, bigquery_client):
+    """The worker reads features through the dbt models: the scenario fixture built them."""
     slate = generate_slate(BQ_SPEC)
     write_bigquery(bigquery_client, "nba-test", slate)
-    settings = Settings(
-        warehouse="bigquery", gcp_project="nba-test", bigquery_api_endpoint=bigquery_emulator.url
-    )
+    settings = bigquery_scenarios
     context = {r["player_lookup"]: r for r in slate.context}
     ready = [r["player_lookup"] for r in slate.features if r["is_production_ready"]]
     context["nobody"] = {**context[ready[0]], "player_lookup": "nobody"}  # no features row
     deliveries = [
-        Delivery(_body({**context[p], "is_home": context[p]["home_game"]}), f"m{n}")
-        for n, p in enumerate([*ready, "nobody"])
+        Delivery(_contract_body(context[p]), f"m{n}") for n, p in enumerate([*ready, "nobody"])
     ]
     wh = connect(settings)
     try:

@@ -17,7 +17,7 @@
         {%- for key, expression in pairs %}
         '{{ key }}', {{ expression }}{{ "," if not loop.last }}
         {%- endfor %}
-    ) as varchar)
+    ) as string)
 {%- endmacro %}
 
 {#- A nullable number as a JSON-ready array of floats: [x], or [] when null. -#}
@@ -29,9 +29,11 @@
     if({{ expression }} is null, cast([] as array<float64>), [cast({{ expression }} as float64)])
 {%- endmacro %}
 
+{#- `* 1e0` makes a DuckDB DECIMAL a DOUBLE (21.500 -> 21.5 in JSON); a cast to double
+    would not parse as BigQuery, the dialect the SQL is linted in. -#}
 {% macro duckdb__float_array_or_empty(expression) -%}
     case
-        when {{ expression }} is null then cast([] as double [])
-        else [cast({{ expression }} as double)]
+        when {{ expression }} is null then []
+        else [{{ expression }} * 1e0]
     end
 {%- endmacro %}

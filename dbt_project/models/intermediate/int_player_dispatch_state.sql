@@ -107,7 +107,8 @@ with_request_id as (
 
     select
         *,
-        {{ request_id('game_date', 'player_lookup', 'next_attempt') }} as next_request_id
+        {{ request_id('game_date', 'player_lookup', 'next_attempt') }} as next_request_id,
+        {{ float_array_or_empty('current_points_line') }} as line_values
     from final
 
 )
@@ -121,7 +122,7 @@ select
         ('player_lookup', 'player_lookup'),
         ('game_date', 'cast(game_date as string)'),
         ('game_id', 'game_id'),
-        ('line_values', float_array_or_empty('current_points_line')),
+        ('line_values', 'line_values'),
         ('team_abbr', 'team_abbr'),
         ('opponent_team_abbr', 'opponent_team_abbr'),
         ('is_home', 'coalesce(is_home, false)'),
