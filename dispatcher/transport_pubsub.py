@@ -72,10 +72,10 @@ class PubSubTransport:
         project: str,
         *,
         batch_max_messages: int = 1000,
-        # Full batches go at once; the timer only sends a part-filled one. A shorter
-        # timer splits a large publish into many small batches (about 10 % slower at
-        # 45,000 messages) to save at most this much on a trigger's last batch.
-        batch_max_latency: float = 0.05,
+        # Full batches go at once; the timer only sends a part-filled one, e.g. a
+        # trigger's last. 50 ms would make a 45,000-message backfill a few % faster and
+        # every trigger about 50 ms slower: the event path is where people wait.
+        batch_max_latency: float = 0.01,
         publish_timeout: float = 10.0,
     ) -> None:
         if not project:
