@@ -41,8 +41,10 @@ def _clip(value: float, low: float, high: float) -> float:
 
 def _value(features: Features, name: str, default: float) -> float:
     raw = features.get(name)
+    if raw is None:
+        return default
     try:
-        value = float(raw)  # type: ignore[arg-type]
+        value = float(raw)
     except (TypeError, ValueError):
         return default
     return value if math.isfinite(value) else default
