@@ -144,6 +144,10 @@ class Dispatcher:
             result.outcome, result.exit_code = "error", EXIT_ERROR
             result.error = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
             log("ERROR", result.error, game_date=game_date.isoformat(), run_id=result.run_id)
+            if warehouse is not None and not result.players_expected:
+                # The counts say where the date stands, even when the run failed.
+                with contextlib.suppress(Exception):
+                    self._counts(result, marts.coverage(warehouse, game_date))
         finally:
             result.duration_ms = int((time.perf_counter() - t0) * 1000)
             with result.stages.stage("run_log"):
@@ -214,17 +218,21 @@ class Dispatcher:
         force: bool = False,
     ) -> RunResult:
         game_date, stages = result.game_date, result.stages
-        result.batch_id = uuid.uuid4().hex
-        with stages.stage("claim"):
-            # The claim itself refuses a critical date: no readiness read before it.
-            claimed = ledger.claim(
-                wh, game_date, batch_id=result.batch_id, trigger_source=result.trigger_source,
-                force=force, unless_critical=refuse_critical and not force,
-            )  # fmt: skip
-        if claimed:
-            self._publish(wh, result, claimed)
-        else:
-            result.batch_id = None
+        batch_id = result.batch_id = uuid.uuid4().hex
+        # Built before anything is claimed: a transport that cannot be built claims nothing.
+        with self._transport(wh) as transport:
+            with stages.stage("claim"):
+                # The claim itself refuses a critical date: no readiness read before it.
+                claimed = ledger.claim(
+                    wh, game_date, batch_id=batch_id, trigger_source=result.trigger_source,
+                    force=force, unless_critical=refuse_critical and not force,
+                )  # fmt: skip
+            if claimed:
+                with self._released_on_failure(wh, result, batch_id, game_date, game_date):
+                    outcomes = self._publish(result, claimed, transport)
+                self._settle(wh, result, outcomes, batch_id, game_date, game_date)
+            else:
+                result.batch_id = None
         with stages.stage("coverage"):
             coverage = marts.coverage(wh, game_date)
         self._counts(result, coverage)
@@ -259,15 +267,33 @@ class Dispatcher:
             )])  # fmt: skip
         return result
 
-    def _publish(self, wh: Warehouse, result: RunResult, claimed: list[dict[str, Any]]) -> None:
-        batch_id = result.batch_id or ""
+    def _publish(
+        self, result: RunResult, claimed: list[dict[str, Any]], transport: Transport
+    ) -> list[PublishResult]:
         with result.stages.stage("messages"):
-            messages = self._messages(result, claimed, batch_id)
-        with result.stages.stage("publish"), self._transport(wh) as transport:
-            outcomes = transport.publish(
+            messages = self._messages(result, claimed, result.batch_id or "")
+        with result.stages.stage("publish"):
+            return transport.publish(
                 REQUEST_TOPIC, messages, timeout=self.settings.publish_timeout_seconds
             )
-        self._settle(wh, result, outcomes, batch_id, result.game_date, result.game_date)
+
+    @contextlib.contextmanager
+    def _released_on_failure(
+        self, wh: Warehouse, result: RunResult, batch_id: str, first: dt.date, last: dt.date
+    ) -> Iterator[None]:
+        """Between a claim and the transport's answer, any failure releases the batch's
+        unconfirmed claims at once: nothing was acknowledged, so the players are pending
+        again now rather than when their lease expires. (After the answer, claims stay:
+        a message may have gone out.)"""
+        try:
+            yield
+        except BaseException:
+            try:
+                ledger.release(wh, first, batch_id, through=last)
+            except Exception as exc:  # the lease still expires: log, keep the first error
+                log("ERROR", f"release after a failure failed: {type(exc).__name__}: {exc}",
+                    game_date=result.game_date.isoformat(), run_id=result.run_id)  # fmt: skip
+            raise
 
     @contextlib.contextmanager
     def _transport(self, wh: Warehouse) -> Iterator[Transport]:
@@ -423,33 +449,45 @@ class Dispatcher:
                     )  # fmt: skip
 
             settling = []
+            # The chunk claimed ahead on the ledger thread, until this thread takes it.
+            ahead: tuple[dt.date, dt.date, str] | None = chunks[0]
             next_claim = ledger_work.submit(claim, *chunks[0])
-            for n, (first, last, batch_id) in enumerate(chunks):
-                try:
-                    claimed = next_claim.result()
-                except BaseException:
-                    ledger_work.shutdown(cancel_futures=True)
-                    raise
-                if n + 1 < len(chunks):
-                    next_claim = ledger_work.submit(claim, *chunks[n + 1])
-                if claimed:
-                    result.batch_id = batch_id
-                    with result.stages.stage("messages"):
-                        messages = self._messages(result, claimed, batch_id)
-                    with result.stages.stage("publish"):
-                        waiting = _submit(
-                            transport, messages, self.settings.publish_timeout_seconds
-                        )
-                    chunk = (
-                        waiting,
-                        {row["request_id"]: row["game_date"] for row in claimed},
-                        batch_id, first, last,
-                    )  # fmt: skip
-                    settling.append(
-                        ledger_work.submit(self._settle_chunk, ledger_wh, result, chunk, published)
-                    )
-                if progress is not None:
-                    progress((last - first).days + 1)
+            try:
+                for n, (first, last, batch_id) in enumerate(chunks):
+                    claimed, ahead = next_claim.result(), None
+                    if n + 1 < len(chunks):
+                        ahead = chunks[n + 1]
+                        next_claim = ledger_work.submit(claim, *ahead)
+                    if claimed:
+                        result.batch_id = batch_id
+                        with self._released_on_failure(ledger_wh, result, batch_id, first, last):
+                            with result.stages.stage("messages"):
+                                messages = self._messages(result, claimed, batch_id)
+                            with result.stages.stage("publish"):
+                                waiting = _submit(
+                                    transport, messages, self.settings.publish_timeout_seconds
+                                )
+                        chunk = (
+                            waiting,
+                            {row["request_id"]: row["game_date"] for row in claimed},
+                            batch_id, first, last,
+                        )  # fmt: skip
+                        settling.append(ledger_work.submit(
+                            self._settle_chunk, ledger_wh, result, chunk, published
+                        ))  # fmt: skip
+                    if progress is not None:
+                        progress((last - first).days + 1)
+            except BaseException:
+                # Claims made ahead and never handed over are released, not left leased.
+                ledger_work.shutdown(cancel_futures=True)
+                claimed_ahead = (
+                    ahead is not None and next_claim.done() and not next_claim.cancelled()
+                    and next_claim.exception() is None
+                )  # fmt: skip
+                if ahead is not None and claimed_ahead:
+                    with contextlib.suppress(Exception):
+                        ledger.release(ledger_wh, ahead[0], ahead[2], through=ahead[1])
+                raise
             for settled in settling:
                 settled.result()
             result.dates = []
