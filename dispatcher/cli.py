@@ -22,17 +22,19 @@ def today_pacific() -> dt.date:
 
 
 class GameDate(click.ParamType):
-    """YYYY-MM-DD, a real calendar date."""
+    """A date option: events.parse_game_date's rule (YYYY-MM-DD, a real calendar date,
+    not before 2000 nor over two weeks after today in PT), the same for every command."""
 
     name = "YYYY-MM-DD"
 
     def convert(self, value, param, ctx):
-        if isinstance(value, dt.date):
-            return value
+        from .events import InvalidInput, parse_game_date
+
+        option = param.opts[0] if param is not None and param.opts else "the date"
         try:
-            return dt.date.fromisoformat(str(value).strip())
-        except ValueError:
-            self.fail(f"{value!r} is not a date YYYY-MM-DD", param, ctx)
+            return parse_game_date(value, today=today_pacific(), field=option)
+        except InvalidInput as exc:
+            self.fail(f"not a date the dispatcher takes: {exc}", param, ctx)
 
 
 def _settings():
@@ -99,16 +101,6 @@ def _game_date_option(func):
 
 def _json_option(func):
     return click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")(func)
-
-
-def _checked_date(game_date: dt.date | None) -> dt.date:
-    from .events import InvalidInput, parse_game_date
-
-    today = today_pacific()
-    try:
-        return parse_game_date(game_date or today, today=today)
-    except InvalidInput as exc:
-        raise click.BadParameter(str(exc), param_hint="'--game-date'") from exc
 
 
 @contextlib.contextmanager
@@ -210,7 +202,7 @@ def trigger(event_json, event_file, game_date, as_json) -> None:
                 param_hint="'--game-date'",
             )
         game_date = event.game_date
-    date = _checked_date(game_date)
+    date = game_date or today_pacific()
     _finish(_run(lambda: _dispatcher().trigger(date)), as_json)
 
 
@@ -225,7 +217,7 @@ def trigger(event_json, event_file, game_date, as_json) -> None:
 @_json_option
 def start(game_date, wait_minutes, poll_seconds, force, as_json) -> None:
     """Scheduler backup: wait for Phase 4, then dispatch (partially unless critical)."""
-    date = _checked_date(game_date)
+    date = game_date or today_pacific()
     result = _run(lambda: _dispatcher().start(
         date, wait_minutes=wait_minutes, poll_seconds=poll_seconds, force=force,
     ))  # fmt: skip
@@ -237,7 +229,7 @@ def start(game_date, wait_minutes, poll_seconds, force, as_json) -> None:
 @_json_option
 def retry(game_date, as_json) -> None:
     """Publish only what is pending now."""
-    date = _checked_date(game_date)
+    date = game_date or today_pacific()
     _finish(_run(lambda: _dispatcher().retry(date)), as_json)
 
 
@@ -246,7 +238,7 @@ def retry(game_date, as_json) -> None:
 @_json_option
 def status(game_date, as_json) -> None:
     """Coverage check: alerts at the coverage mart's alert level; exit 4 on an SLA breach."""
-    date = _checked_date(game_date)
+    date = game_date or today_pacific()
     _finish(_run(lambda: _dispatcher().status(date)), as_json)
 
 
@@ -256,7 +248,7 @@ def status(game_date, as_json) -> None:
 @_json_option
 def plan(game_date, force, as_json) -> None:
     """Dry run: who would be published, and why each other player is not."""
-    date = _checked_date(game_date)
+    date = game_date or today_pacific()
     _finish(_run(lambda: _dispatcher().plan(date, force=force)), as_json)
 
 
@@ -269,7 +261,6 @@ def plan(game_date, force, as_json) -> None:
 def backfill(start_date, end_date, chunk_days, as_json) -> None:
     """Dispatch what is pending on every date of a range, with a progress bar; re-runs
     skip the dates with nothing pending."""
-    start_date, end_date = _checked_date(start_date), _checked_date(end_date)
     if end_date < start_date:
         raise click.BadParameter(f"{end_date} is before --start {start_date}",
                                  param_hint="'--end'")  # fmt: skip

@@ -13,6 +13,8 @@ MAX_DAYS_AHEAD = 14
 EARLIEST_GAME_DATE = dt.date(2000, 1, 1)
 #: Events are small; anything bigger is refused before parsing.
 MAX_EVENT_BYTES = 64 * 1024
+#: An event with unknown keys is refused; the message names at most this many.
+MAX_UNKNOWN_SHOWN = 3
 
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _EVENT_FIELDS: dict[str, type | tuple[type, ...]] = {
@@ -41,30 +43,34 @@ class Phase4Event:
     timestamp: dt.datetime | None = None
 
 
-def parse_game_date(value: Any, *, today: dt.date) -> dt.date:
-    """A real calendar date YYYY-MM-DD, not before 2000 nor over two weeks ahead."""
+def parse_game_date(value: Any, *, today: dt.date, field: str = "game_date") -> dt.date:
+    """A real calendar date YYYY-MM-DD, not before 2000 nor over two weeks ahead.
+
+    The one home of the rule: the event's game_date and every date option of the CLI
+    go through here. `field` names the value in the messages."""
     if isinstance(value, dt.datetime) or not isinstance(value, str | dt.date):
-        raise InvalidInput(f"game_date must be a YYYY-MM-DD string, got {type(value).__name__}")
+        raise InvalidInput(f"{field} must be a YYYY-MM-DD string, got {type(value).__name__}")
     if isinstance(value, str):
         text = value.strip()
+        # fromisoformat alone would take 20261129 and 2026-W48-1 (Python 3.11).
         if not _DATE.fullmatch(text):
-            raise InvalidInput(f"game_date must be YYYY-MM-DD, got {_short(value)}")
+            raise InvalidInput(f"{field} must be YYYY-MM-DD, got {_short(value)}")
         try:
             value = dt.date.fromisoformat(text)
         except ValueError:
-            raise InvalidInput(f"game_date {_short(text)} is not a calendar date") from None
+            raise InvalidInput(f"{field} {_short(text)} is not a calendar date") from None
     if value < EARLIEST_GAME_DATE:
-        raise InvalidInput(f"game_date {value} is before {EARLIEST_GAME_DATE}")
+        raise InvalidInput(f"{field} {value} is before {EARLIEST_GAME_DATE}")
     if value > today + dt.timedelta(days=MAX_DAYS_AHEAD):
         raise InvalidInput(
-            f"game_date {value} is more than {MAX_DAYS_AHEAD} days after today ({today})"
+            f"{field} {value} is more than {MAX_DAYS_AHEAD} days after today ({today})"
         )
     return value
 
 
 def parse_phase4_event(raw: str | bytes | dict, *, today: dt.date) -> Phase4Event:
     """The Phase 4 completion event (docs/CONTRACT.md): only game_date is required; the
-    rest is type-checked."""
+    rest is type-checked, and a key outside the contract is refused."""
     if isinstance(raw, str | bytes):
         if len(raw) > MAX_EVENT_BYTES:
             raise InvalidInput(f"event is larger than {MAX_EVENT_BYTES} bytes")
@@ -78,6 +84,14 @@ def parse_phase4_event(raw: str | bytes | dict, *, today: dt.date) -> Phase4Even
         raise InvalidInput("event must be a JSON object")
     if "game_date" not in payload:
         raise InvalidInput("event has no game_date")
+    unknown = sorted((key for key in payload if key not in _EVENT_FIELDS), key=str)
+    if unknown:
+        shown = ", ".join(_short(key, 24) for key in unknown[:MAX_UNKNOWN_SHOWN])
+        more = len(unknown) - MAX_UNKNOWN_SHOWN
+        raise InvalidInput(
+            f"event has unknown field{'s' if len(unknown) > 1 else ''} {shown}"
+            + (f" and {more} more" if more > 0 else "")
+        )
     for name, kind in _EVENT_FIELDS.items():
         value = payload.get(name)
         if value is None:
