@@ -99,6 +99,18 @@ def _game_date_option(func):
     )(func)
 
 
+def _trigger_source_option(default: str):
+    from .events import TRIGGER_SOURCES
+
+    return click.option(
+        "--trigger-source",
+        type=click.Choice(TRIGGER_SOURCES),
+        default=default,
+        show_default=True,
+        help="What woke this run, recorded in the run log and the requests.",
+    )
+
+
 def _json_option(func):
     return click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")(func)
 
@@ -181,8 +193,9 @@ def _summary(result) -> str:
 @click.option("--event-file", type=click.File("rb"), default=None,
               help="Read the completion event from a file ('-' for stdin).")  # fmt: skip
 @_game_date_option
+@_trigger_source_option("manual")
 @_json_option
-def trigger(event_json, event_file, game_date, as_json) -> None:
+def trigger(event_json, event_file, game_date, trigger_source, as_json) -> None:
     """Primary path: validate the Phase 4 event and dispatch what is pending now."""
     from .events import MAX_EVENT_BYTES, InvalidInput, parse_phase4_event
 
@@ -203,7 +216,7 @@ def trigger(event_json, event_file, game_date, as_json) -> None:
             )
         game_date = event.game_date
     date = game_date or today_pacific()
-    _finish(_run(lambda: _dispatcher().trigger(date)), as_json)
+    _finish(_run(lambda: _dispatcher().trigger(date, trigger_source=trigger_source)), as_json)
 
 
 @cli.command()
@@ -213,33 +226,38 @@ def trigger(event_json, event_file, game_date, as_json) -> None:
 @click.option("--poll-seconds", type=click.FloatRange(0.01, 3600), default=60,
               show_default=True, help="Readiness poll interval.")  # fmt: skip
 @click.option("--force", is_flag=True,
-              help="Do not wait; dispatch now and re-request predicted players.")  # fmt: skip
+              help="Do not wait; dispatch now and re-request predicted players"
+                   " (once per lease).")  # fmt: skip
+@_trigger_source_option("manual")
 @_json_option
-def start(game_date, wait_minutes, poll_seconds, force, as_json) -> None:
+def start(game_date, wait_minutes, poll_seconds, force, trigger_source, as_json) -> None:
     """Scheduler backup: wait for Phase 4, then dispatch (partially unless critical)."""
     date = game_date or today_pacific()
     result = _run(lambda: _dispatcher().start(
         date, wait_minutes=wait_minutes, poll_seconds=poll_seconds, force=force,
+        trigger_source=trigger_source,
     ))  # fmt: skip
     _finish(result, as_json)
 
 
 @cli.command()
 @_game_date_option
+@_trigger_source_option("manual")
 @_json_option
-def retry(game_date, as_json) -> None:
+def retry(game_date, trigger_source, as_json) -> None:
     """Publish only what is pending now."""
     date = game_date or today_pacific()
-    _finish(_run(lambda: _dispatcher().retry(date)), as_json)
+    _finish(_run(lambda: _dispatcher().retry(date, trigger_source=trigger_source)), as_json)
 
 
 @cli.command()
 @_game_date_option
+@_trigger_source_option("manual")
 @_json_option
-def status(game_date, as_json) -> None:
+def status(game_date, trigger_source, as_json) -> None:
     """Coverage check: alerts at the coverage mart's alert level; exit 4 on an SLA breach."""
     date = game_date or today_pacific()
-    _finish(_run(lambda: _dispatcher().status(date)), as_json)
+    _finish(_run(lambda: _dispatcher().status(date, trigger_source=trigger_source)), as_json)
 
 
 @cli.command()
@@ -257,8 +275,9 @@ def plan(game_date, force, as_json) -> None:
 @click.option("--end", "end_date", type=GameDate(), required=True, help="Last game date.")
 @click.option("--chunk-days", type=click.IntRange(1, 366), default=10, show_default=True,
               help="Dates claimed and published together.")  # fmt: skip
+@_trigger_source_option("backfill")
 @_json_option
-def backfill(start_date, end_date, chunk_days, as_json) -> None:
+def backfill(start_date, end_date, chunk_days, trigger_source, as_json) -> None:
     """Dispatch what is pending on every date of a range, with a progress bar; re-runs
     skip the dates with nothing pending."""
     if end_date < start_date:
@@ -268,7 +287,8 @@ def backfill(start_date, end_date, chunk_days, as_json) -> None:
     with click.progressbar(length=days, label="backfill", file=click.get_text_stream("stderr"),
                            show_pos=True) as bar:  # fmt: skip
         result = _run(lambda: _dispatcher().backfill(
-            start_date, end_date, chunk_days=chunk_days, progress=bar.update
+            start_date, end_date, chunk_days=chunk_days, progress=bar.update,
+            trigger_source=trigger_source,
         ))  # fmt: skip
     _finish(result, as_json)
 

@@ -25,12 +25,11 @@ from .config import Settings
 from .logs import log
 from .stages import Stages
 from .transport import REQUEST_TOPIC, OutgoingMessage, PublishResult, Transport
-from .warehouse import FORCE_STATES, Warehouse, connect
+from .warehouse import Warehouse, connect
 
 RUN_LOG = "nba_orchestration.dispatch_runs"
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_CRITICAL, EXIT_SLA_BREACH = 0, 1, 2, 3, 4
-
 
 @dataclass
 class RunResult:
@@ -343,13 +342,13 @@ class Dispatcher:
 
     # -- commands ------------------------------------------------------------------------
 
-    def trigger(self, game_date: dt.date, *, trigger_source: str = "pubsub") -> RunResult:
+    def trigger(self, game_date: dt.date, *, trigger_source: str = "manual") -> RunResult:
         """Primary path: dispatch what is pending now; never waits; refuses when critical."""
         with self.warehouse() as wh, self._run("trigger", game_date, trigger_source, wh) as result:
             self._dispatch(wh, result, refuse_critical=True)
         return result
 
-    def retry(self, game_date: dt.date, *, trigger_source: str = "retry") -> RunResult:
+    def retry(self, game_date: dt.date, *, trigger_source: str = "manual") -> RunResult:
         """Publish what is pending now, whatever the readiness."""
         with self.warehouse() as wh, self._run("retry", game_date, trigger_source, wh) as result:
             self._dispatch(wh, result, refuse_critical=False)
@@ -362,7 +361,7 @@ class Dispatcher:
         wait_minutes: float = 30,
         poll_seconds: float = 60,
         force: bool = False,
-        trigger_source: str = "scheduler",
+        trigger_source: str = "manual",
     ) -> RunResult:
         """Scheduler backup: wait for readiness up to wait_minutes, then dispatch
         (partially unless Phase 4 is critical); --force skips the wait and
@@ -388,7 +387,7 @@ class Dispatcher:
                 self._dispatch(wh, result, refuse_critical=True, force=force)
         return result
 
-    def status(self, game_date: dt.date, *, trigger_source: str = "scheduler") -> RunResult:
+    def status(self, game_date: dt.date, *, trigger_source: str = "manual") -> RunResult:
         """Coverage check (07:00 PT): alert at fct_prediction_coverage's alert_level."""
         with self.warehouse() as wh, self._run("status", game_date, trigger_source, wh) as result:
             coverage = marts.coverage(wh, game_date)
@@ -534,12 +533,13 @@ class Dispatcher:
         with self.warehouse() as wh, self._run("plan", game_date, "manual", wh) as result:
             readiness = marts.readiness(wh, game_date)
             self._counts(result, marts.coverage(wh, game_date))
-            claimable = FORCE_STATES if force else ("pending",)
             result.plan = [
                 {
                     "player_lookup": player["player_lookup"],
                     "state": player["state"],
-                    "action": "publish" if player["state"] in claimable else "skip",
+                    "action": "publish"
+                    if (player["can_force_request"] if force else player["state"] == "pending")
+                    else "skip",
                     "reason": player["reason"],
                 }
                 for player in marts.dispatch_state(wh, game_date)

@@ -128,3 +128,8 @@ def _kind(kind) -> str:
 def _short(value: Any, limit: int = 40) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+#: What woke a run, recorded on every run: the Phase 4 completion event, a Cloud
+#: Scheduler job, a person at the CLI (the default), a backfill.
+TRIGGER_SOURCES = ("pubsub", "scheduler", "manual", "backfill")

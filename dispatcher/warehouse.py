@@ -27,9 +27,6 @@ DISPATCH_STATE = "nba_orchestration.fct_player_dispatch_state"
 READINESS = "nba_orchestration.fct_phase4_readiness"
 PREDICTIONS = "nba_predictions.player_prop_predictions"
 
-#: The states `claim(force=True)` requests: predicted players are requested again.
-FORCE_STATES = ("pending", "predicted")
-
 #: The columns a claim returns per claimed request: what a prediction request carries.
 CLAIM_COLUMNS = (
     "request_id", "attempt", "game_date", "player_lookup", "game_id", "request_fields",
@@ -74,8 +71,9 @@ class Warehouse(Protocol):
         force: bool = False,
         unless_critical: bool = False,
     ) -> list[dict[str, Any]]:
-        """Insert one ledger row per pending player (with ``force``: predicted players
-        too) of the dates, atomically against every other claim on them; the claimed
+        """Insert one ledger row per pending player of the dates (with ``force``: also
+        the predicted players not requested inside the lease, column
+        ``can_force_request``), atomically against every other claim on them; the claimed
         requests (:data:`CLAIM_COLUMNS`) ordered by date and player. With
         ``unless_critical``, a date whose Phase 4 readiness is critical (or that has no
         slate) claims nothing. TransactionConflict when a concurrent claim won."""

@@ -28,7 +28,6 @@ from typing import Any
 from .warehouse import (
     CLAIM_COLUMNS,
     DISPATCH_STATE,
-    FORCE_STATES,
     LEDGER,
     PENDING,
     PREDICTION_COLUMNS,
@@ -61,7 +60,7 @@ using (
     from {source}
     where
         game_date between @first and @last
-        {states}
+        {forced}
         {guard}
 ) as claims
 on ledger.game_date between @first and @last and ledger.request_id = claims.request_id
@@ -246,15 +245,13 @@ class BigQueryWarehouse:
         merge = _CLAIM.format(
             ledger=LEDGER,
             source=DISPATCH_STATE if force else PENDING,
-            states="and state in (select * from unnest(@states))" if force else "",
+            forced="and can_force_request" if force else "",
             guard=_UNLESS_CRITICAL if unless_critical else "",
         )
         params: dict[str, Any] = {
             "first": first, "last": last, "batch_id": batch_id,
             "trigger_source": trigger_source, "claimed_at": claimed_at,
         }  # fmt: skip
-        if force:
-            params["states"] = list(FORCE_STATES)
         self._mutate(merge, params)
         rows = self.query(_CLAIMED, {"first": first, "last": last, "batch_id": batch_id})
         return [{name: row[name] for name in CLAIM_COLUMNS} for row in rows]

@@ -28,7 +28,6 @@ from typing import Any
 from .warehouse import (
     CLAIM_COLUMNS,
     DISPATCH_STATE,
-    FORCE_STATES,
     LEDGER,
     PENDING,
     PREDICTION_COLUMNS,
@@ -78,7 +77,7 @@ select
 from {source}
 where
     game_date between @first and @last
-    {states}
+    {forced}
     {guard}
 """
 
@@ -241,7 +240,7 @@ class DuckDBWarehouse:
         self._execute(_ENSURE_LOCK_ROWS, {"first": first, "last": last, "dates": dates})
         select = _SELECT_CLAIMS.format(
             source=DISPATCH_STATE if force else PENDING,
-            states="and state in (select * from unnest(@states))" if force else "",
+            forced="and can_force_request" if force else "",
             guard=_UNLESS_CRITICAL if unless_critical else "",
         )
         params = {
@@ -250,7 +249,6 @@ class DuckDBWarehouse:
             "batch_id": batch_id,
             "trigger_source": trigger_source,
             "claimed_at": claimed_at,
-            "states": list(FORCE_STATES),
         }
         self._transaction([_TAKE_LOCK, select, _INSERT_CLAIMS], params)
         return self.query(_CLAIMED)

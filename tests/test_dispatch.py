@@ -75,7 +75,7 @@ def _runs(settings) -> int:
 
 def test_event_dispatches_every_pending_player_once(settings):
     counts = SPEC.counts()
-    result = Dispatcher(settings).trigger(GAME_DATE)
+    result = Dispatcher(settings).trigger(GAME_DATE, trigger_source="pubsub")
     assert (result.outcome, result.exit_code) == ("dispatched", 0)
     assert result.requests_published == counts.pending
     outbox = _outbox(settings)
@@ -235,6 +235,20 @@ def test_force_requests_predicted_players_as_a_new_batch(settings):
     assert result.requests_published == counts.pending + counts.predicted
 
 
+def test_force_twice_inside_the_lease_requests_nobody_again(settings):
+    counts = SPEC.counts()
+    plan = Dispatcher(settings).plan(GAME_DATE, force=True)
+    assert sum(item["action"] == "publish" for item in plan.plan) == (
+        counts.pending + counts.predicted
+    )
+    first = Dispatcher(settings).start(GAME_DATE, force=True)
+    again = Dispatcher(settings).start(GAME_DATE, force=True)
+    assert first.requests_published == counts.pending + counts.predicted
+    assert (again.requests_published, again.outcome) == (0, "nothing_pending")
+    replanned = Dispatcher(settings).plan(GAME_DATE, force=True).plan
+    assert not any(item["action"] == "publish" for item in replanned)
+
+
 def test_every_invocation_writes_one_run_log_row(settings):
     before = _runs(settings)
     Dispatcher(settings).plan(GAME_DATE)
@@ -250,6 +264,41 @@ def _invoke(settings, args):
     env = {"DISPATCHER_DUCKDB_PATH": str(settings.duckdb_path), "DISPATCHER_WAREHOUSE": "duckdb",
            "DISPATCHER_TRANSPORT": "local"}  # fmt: skip
     return CliRunner().invoke(cli, args, env=env, catch_exceptions=False)
+
+
+def _recorded_sources(settings, batch_id) -> tuple[list[tuple[str, str]], list[str]]:
+    wh = connect(settings)
+    try:
+        runs = wh.query(
+            "select command, trigger_source from nba_orchestration.dispatch_runs"
+            " where game_date = @d order by started_at",
+            {"d": GAME_DATE},
+        )
+        requests = wh.query(
+            "select distinct trigger_source from nba_orchestration.request_ledger"
+            " where game_date = @d and batch_id = @batch_id",
+            {"d": GAME_DATE, "batch_id": batch_id},
+        )
+    finally:
+        wh.close()
+    return [(r["command"], r["trigger_source"]) for r in runs], [
+        r["trigger_source"] for r in requests
+    ]
+
+
+def test_cli_runs_are_manual_unless_a_job_says_otherwise(settings):
+    """A person at the CLI is `manual`; the Scheduler's jobs pass --trigger-source."""
+    date = ["--game-date", str(GAME_DATE), "--json"]
+    manual = _invoke(settings, ["trigger", *date])
+    assert manual.exit_code == 0, manual.output
+    assert json.loads(manual.stdout)["trigger_source"] == "manual"
+    scheduled = _invoke(settings, ["status", *date, "--trigger-source", "scheduler"])
+    assert json.loads(scheduled.stdout)["trigger_source"] == "scheduler"
+    runs, requested = _recorded_sources(settings, json.loads(manual.stdout)["batch_id"])
+    assert runs[-2:] == [("trigger", "manual"), ("status", "scheduler")]
+    assert requested == ["manual"]
+    wrong = _invoke(settings, ["retry", *date, "--trigger-source", "cron"])
+    assert wrong.exit_code == 2 and "cron" in wrong.output
 
 
 def test_cli_trigger_json(settings):

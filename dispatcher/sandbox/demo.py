@@ -83,7 +83,7 @@ def run_demo(settings: Settings, game_date: dt.date, echo: Echo = print) -> Demo
     dispatcher = Dispatcher(settings)
     echo(f"[3/7] Phase 4 wave 1: {counts.ready} of {counts.expected} ready;"
          " the completion event triggers the dispatcher")  # fmt: skip
-    first = dispatcher.trigger(game_date)
+    first = dispatcher.trigger(game_date, trigger_source="pubsub")
     _check(first)
     echo(f"      published {first.requests_published} requests ({settings.transport})")
     worked = _work(settings, first.requests_published)
@@ -92,13 +92,13 @@ def run_demo(settings: Settings, game_date: dt.date, echo: Echo = print) -> Demo
     echo(f"[5/7] Phase 4 wave 2: the other {counts.not_ready} players become ready;"
          " the 06:15 retry")  # fmt: skip
     _second_wave(settings, game_date)
-    second = dispatcher.retry(game_date)
+    second = dispatcher.retry(game_date, trigger_source="scheduler")
     _check(second)
     echo(f"      published {second.requests_published} requests")
     worked += _work(settings, second.requests_published)
     echo(f"[6/7] reference worker: {worked} players predicted in all")
 
-    status = dispatcher.status(game_date)
+    status = dispatcher.status(game_date, trigger_source="scheduler")
     echo(f"[7/7] 07:00 status check: {status.outcome}, {status.players_predicted} of"
          f" {status.players_expected} predicted\n")  # fmt: skip
     warehouse = connect(settings)

@@ -108,7 +108,9 @@ with_request_id as (
     select
         *,
         {{ request_id('game_date', 'player_lookup', 'next_attempt') }} as next_request_id,
-        {{ float_array_or_empty('current_points_line') }} as line_values
+        {{ float_array_or_empty('current_points_line') }} as line_values,
+        -- `start --force` requests predicted players again, once per lease
+        state = 'pending' or (state = 'predicted' and not is_leased) as can_force_request
     from final
 
 )

@@ -33,7 +33,8 @@ final as (
         lease_expires_at,
         next_attempt,
         next_request_id,
-        request_fields
+        request_fields,
+        can_force_request
 
     from dispatch_state
 
