@@ -46,8 +46,33 @@ def _settings():
         raise click.UsageError(str(exc)) from exc
 
 
-@click.group(context_settings=CONTEXT_SETTINGS)
+class _OneLineErrors(click.Group):
+    """Every error a command did not turn into a result is one line naming what to fix,
+    exit 1; `-v/--verbose` shows the traceback instead."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):
+            raise
+        except Exception as exc:
+            if ctx.meta.get("dispatcher.verbose"):
+                raise
+            detail = " ".join(str(exc).split()) or type(exc).__name__
+            raise click.ClickException(
+                f"{type(exc).__name__}: {detail[:400]} (-v for the traceback)"
+            ) from exc
+
+
+def _verbose(ctx: click.Context, _param, value: bool) -> bool:
+    ctx.meta["dispatcher.verbose"] = value
+    return value
+
+
+@click.group(cls=_OneLineErrors, context_settings=CONTEXT_SETTINGS)
 @click.version_option(__version__, prog_name="dispatcher")
+@click.option("-v", "--verbose", is_flag=True, expose_value=False, is_eager=True,
+              callback=_verbose, help="Show tracebacks of errors.")  # fmt: skip
 def cli() -> None:
     """Phase 4 -> Phase 5 dispatcher: request only the missing predictions."""
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -44,6 +46,9 @@ class Settings:
             raise ConfigError(
                 f"transport must be one of {', '.join(TRANSPORTS)}, got {self.transport!r}"
             )
+        for name in ("publish_timeout_seconds", "query_timeout_seconds"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name} must be a positive number of seconds")
         if self.warehouse == "bigquery" and not self.gcp_project:
             raise ConfigError("DISPATCHER_GCP_PROJECT is required with the bigquery warehouse")
 
@@ -62,7 +67,7 @@ class Settings:
             ),
         }
         if env.get("DISPATCHER_PUBLISH_TIMEOUT"):
-            values["publish_timeout_seconds"] = float(env["DISPATCHER_PUBLISH_TIMEOUT"])
+            values["publish_timeout_seconds"] = _seconds(env, "DISPATCHER_PUBLISH_TIMEOUT")
         if env.get("DISPATCHER_DBT_TARGET_PATH"):
             values["dbt_target_path"] = Path(env["DISPATCHER_DBT_TARGET_PATH"])
         values.update({k: v for k, v in overrides.items() if v is not None})
@@ -89,3 +94,15 @@ class Settings:
         if self.bigquery_api_endpoint:
             env["DISPATCHER_BIGQUERY_API_ENDPOINT"] = self.bigquery_api_endpoint
         return env
+
+
+def _seconds(env: Mapping[str, str], name: str) -> float:
+    """A positive, finite number of seconds from the environment, or a ConfigError naming it."""
+    text = env[name]
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of seconds, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"{name} must be a positive number of seconds, got {text!r}")
+    return value

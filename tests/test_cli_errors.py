@@ -1,0 +1,70 @@
+"""Environment and file errors are one line naming what to fix, never a traceback
+(unless -v asks for it): the installed `dispatcher`, as an operator runs it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+DISPATCHER = Path(sys.executable).with_name("dispatcher")
+DATE = ["--game-date", "2026-11-28"]
+
+
+def _run(tmp_path: Path, args: list[str], **env: str) -> subprocess.CompletedProcess:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("DISPATCHER_")}
+    environ.update(env)
+    return subprocess.run(
+        [str(DISPATCHER), *args], cwd=tmp_path, env=environ,
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+def _cases(tmp_path: Path) -> list[tuple[str, list[str], dict[str, str], int, str]]:
+    (tmp_path / "text.duckdb").write_text("not a warehouse\n")
+    (tmp_path / "dir.duckdb").mkdir()
+    missing = str(tmp_path / "missing.duckdb")
+    return [
+        ("missing file", ["retry", *DATE], {"DISPATCHER_DUCKDB_PATH": missing}, 1, missing),
+        ("missing file, status", ["status", *DATE], {"DISPATCHER_DUCKDB_PATH": missing}, 1,
+         missing),
+        ("a text file", ["plan", *DATE],
+         {"DISPATCHER_DUCKDB_PATH": str(tmp_path / "text.duckdb")}, 1, "text.duckdb"),
+        ("a directory", ["trigger", *DATE],
+         {"DISPATCHER_DUCKDB_PATH": str(tmp_path / "dir.duckdb")}, 1, "dir.duckdb"),
+        ("demo into a missing directory", ["demo"],
+         {"DISPATCHER_DUCKDB_PATH": str(tmp_path / "no" / "such" / "w.duckdb")}, 1,
+         "no/such/w.duckdb"),
+        ("timeout not a number", ["retry", *DATE], {"DISPATCHER_PUBLISH_TIMEOUT": "abc"}, 2,
+         "DISPATCHER_PUBLISH_TIMEOUT"),
+        ("timeout negative", ["retry", *DATE], {"DISPATCHER_PUBLISH_TIMEOUT": "-3"}, 2,
+         "DISPATCHER_PUBLISH_TIMEOUT"),
+    ]  # fmt: skip
+
+
+CASE_NAMES = [
+    "missing file", "missing file, status", "a text file", "a directory",
+    "demo into a missing directory", "timeout not a number", "timeout negative",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", CASE_NAMES)
+def test_error_is_one_line_naming_what_to_fix(tmp_path, name):
+    _, args, env, code, names = next(case for case in _cases(tmp_path) if case[0] == name)
+    out = _run(tmp_path, args, **env)
+
+    assert out.returncode == code, out.stderr[-2000:]
+    assert "Traceback" not in out.stderr + out.stdout
+    errors = [line for line in out.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1, out.stderr
+    assert names in errors[0]
+
+
+def test_verbose_shows_the_traceback(tmp_path):
+    missing = str(tmp_path / "missing.duckdb")
+    out = _run(tmp_path, ["-v", "retry", *DATE], DISPATCHER_DUCKDB_PATH=missing)
+    assert out.returncode == 1
+    assert "Traceback" in out.stderr and missing in out.stderr
