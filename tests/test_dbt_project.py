@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -55,26 +56,104 @@ def test_readiness_gate_on_bigquery(bigquery_scenarios, spec, passes):
     assert result.success is passes
 
 
+def _gate(settings, game_date: str) -> subprocess.CompletedProcess[str]:
+    """The README's gate command as a subprocess: `--vars '{game_date: D}'`, D verbatim."""
+    env = {**os.environ, "DISPATCHER_DUCKDB_PATH": str(settings.duckdb_path)}
+    return subprocess.run(
+        [
+            DBT, "test", "--select", "tag:readiness_gate",
+            "--project-dir", str(ROOT), "--profiles-dir", str(ROOT),
+            "--target-path", str(settings.dbt_target_path),
+            "--log-path", str(settings.dbt_target_path / "logs"),
+            "--vars", f"{{game_date: {game_date}}}",
+        ],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
 def test_the_gate_command_line_as_documented(duckdb_scenarios):
     """The exact command of the README, as a subprocess, exit codes included."""
-    env = {**os.environ, "DISPATCHER_DUCKDB_PATH": str(duckdb_scenarios.duckdb_path)}
-    base = [
-        DBT, "test", "--select", "tag:readiness_gate",
-        "--project-dir", str(ROOT), "--profiles-dir", str(ROOT),
-        "--target-path", str(duckdb_scenarios.dbt_target_path),
-        "--log-path", str(duckdb_scenarios.dbt_target_path / "logs"),
-    ]  # fmt: skip
-    ready = subprocess.run(
-        [*base, "--vars", f"{{game_date: {scenarios.READY.game_date}}}"],
-        env=env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    ready = _gate(duckdb_scenarios, f'"{scenarios.READY.game_date}"')
     assert ready.returncode == 0, ready.stdout
-    not_ready = subprocess.run(
-        [*base, "--vars", f"{{game_date: {scenarios.NOT_READY.game_date}}}"],
-        env=env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    assert "not ready" not in ready.stdout
+    unquoted = _gate(duckdb_scenarios, str(scenarios.READY_BY_COUNT.game_date))
+    assert unquoted.returncode == 0, unquoted.stdout
+    not_ready = _gate(duckdb_scenarios, f'"{scenarios.NOT_READY.game_date}"')
     assert not_ready.returncode == 1
     assert "assert_phase4_ready" in not_ready.stdout
+
+
+@pytest.mark.parametrize("spec", [scenarios.NOT_READY, scenarios.CRITICAL], ids=str)
+def test_a_failing_gate_prints_why(duckdb_scenarios, spec):
+    """dbt's console names the counts and the thresholds the mart applied."""
+    wh = connect(duckdb_scenarios)
+    try:
+        (mart,) = wh.query(
+            "select * from nba_orchestration.fct_phase4_readiness where game_date = @game_date",
+            {"game_date": spec.game_date},
+        )
+    finally:
+        wh.close()
+    counts = spec.counts()
+    assert (mart["players_ready"], mart["players_expected"]) == (counts.ready, counts.expected)
+    assert mart["is_ready"] is False
+    pct = mart["ready_pct_threshold"]
+    needed = math.ceil(pct * counts.expected / 100)
+    reason = (
+        f"Phase 4 not ready for {spec.game_date}: {counts.ready} of {counts.expected}"
+        f" expected players ready; needs {pct:g} % ({needed})"
+        f" or {mart['ready_count_threshold']} ready"
+    )
+    if counts.ready < mart["critical_ready_count"]:
+        reason += f"; critical: under {mart['critical_ready_count']} ready"
+
+    result = _gate(duckdb_scenarios, str(spec.game_date))
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    lines = [line for line in result.stdout.splitlines() if "Phase 4 not ready" in line]
+    assert len(lines) == 1, result.stdout
+    assert lines[0].endswith(reason), (lines[0], reason)
+
+
+def test_a_date_without_slate_says_so(duckdb_scenarios):
+    result = _gate(duckdb_scenarios, str(scenarios.NO_SLATE_DATE))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert (
+        f"Phase 4 not ready for {scenarios.NO_SLATE_DATE}: no Phase 3 slate for this date"
+        in result.stdout
+    )
+
+
+@pytest.mark.parametrize(
+    "bad", ['"2026-02-30"', '"2026-02-29"', '"2026-13-01"', "20261128", '"2026-11-28x"']
+)
+def test_the_gate_refuses_a_bad_date_in_one_line(duckdb_scenarios, bad):
+    result = _gate(duckdb_scenarios, bad)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    assert "Traceback" not in output
+    messages = [line for line in output.splitlines() if "game_date must be" in line]
+    assert messages == [
+        f"  game_date must be a calendar date YYYY-MM-DD, got: {bad.strip(chr(34))}"
+    ], output
+    assert "Phase 4 not ready" not in output  # refused before anything ran
+
+
+def test_a_leap_day_is_a_date(duckdb_scenarios):
+    result = _gate(duckdb_scenarios, '"2028-02-29"')
+    assert result.returncode == 1, result.stdout + result.stderr  # no slate, not refused
+    assert "Phase 4 not ready for 2028-02-29: no Phase 3 slate" in result.stdout
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="dbt parses --vars as YAML before the project loads: an unquoted impossible date"
+    " is a YAML timestamp whose datetime.date() raises inside dbt's CLI (a traceback);"
+    " the README says to quote the date",
+)
+def test_an_unquoted_impossible_date_in_one_line(duckdb_scenarios):
+    result = _gate(duckdb_scenarios, "2026-02-30")
+    assert "Traceback" not in result.stdout + result.stderr
 
 
 def test_rebuild_keeps_what_the_dispatcher_wrote(tmp_path):
