@@ -41,9 +41,11 @@ def _settings():
     from .config import ConfigError, Settings
 
     try:
-        return Settings.from_env()
+        settings = Settings.from_env()
+        settings.check_combination()
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from exc
+    return settings
 
 
 class _OneLineErrors(click.Group):

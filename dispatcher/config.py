@@ -16,6 +16,12 @@ TRANSPORTS = ("local", "pubsub")
 DEFAULT_DBT_PROJECT_DIR = Path(__file__).resolve().parent.parent
 
 
+LOCAL_OUTBOX_NEEDS_DUCKDB = (
+    "the local transport keeps its outbox in the DuckDB warehouse: with"
+    " DISPATCHER_WAREHOUSE=bigquery set DISPATCHER_TRANSPORT=pubsub"
+)
+
+
 class ConfigError(ValueError):
     """A setting has a value the dispatcher cannot use."""
 
@@ -72,6 +78,14 @@ class Settings:
             values["dbt_target_path"] = Path(env["DISPATCHER_DBT_TARGET_PATH"])
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
+
+    def check_combination(self) -> None:
+        """Settings that are each valid but cannot work together: a clear ConfigError at
+        start rather than a failure after the first claim."""
+        if self.warehouse == "bigquery" and self.transport == "local":
+            raise ConfigError(LOCAL_OUTBOX_NEEDS_DUCKDB)
+        if self.transport == "pubsub" and not self.gcp_project:
+            raise ConfigError("DISPATCHER_GCP_PROJECT is required with DISPATCHER_TRANSPORT=pubsub")
 
     def with_(self, **changes) -> Settings:
         return replace(self, **changes)

@@ -119,7 +119,7 @@ class Dispatcher:
         from .transport_pubsub import PubSubTransport
 
         return PubSubTransport(
-            self.settings.gcp_project or "local-project",
+            self.settings.gcp_project or "",
             publish_timeout=self.settings.publish_timeout_seconds,
         )
 

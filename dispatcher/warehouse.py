@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .config import ConfigError, Settings
+from .config import LOCAL_OUTBOX_NEEDS_DUCKDB, ConfigError, Settings
 
 if TYPE_CHECKING:
     from .warehouse_duckdb import DuckDBWarehouse
@@ -134,10 +134,7 @@ def connect(settings: Settings) -> Warehouse:
 
 
 def no_local_outbox() -> ConfigError:
-    return ConfigError(
-        "the local transport keeps its outbox in the DuckDB warehouse: with"
-        " DISPATCHER_WAREHOUSE=bigquery set DISPATCHER_TRANSPORT=pubsub"
-    )
+    return ConfigError(LOCAL_OUTBOX_NEEDS_DUCKDB)
 
 
 def plain(value: Any) -> Any:

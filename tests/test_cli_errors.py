@@ -42,13 +42,25 @@ def _cases(tmp_path: Path) -> list[tuple[str, list[str], dict[str, str], int, st
          "DISPATCHER_PUBLISH_TIMEOUT"),
         ("timeout negative", ["retry", *DATE], {"DISPATCHER_PUBLISH_TIMEOUT": "-3"}, 2,
          "DISPATCHER_PUBLISH_TIMEOUT"),
+        ("bigquery with the local outbox", ["retry", *DATE],
+         {"DISPATCHER_WAREHOUSE": "bigquery", "DISPATCHER_GCP_PROJECT": "nba-props"}, 2,
+         "DISPATCHER_TRANSPORT=pubsub"),
+        ("pubsub without a project", ["retry", *DATE], {"DISPATCHER_TRANSPORT": "pubsub"}, 2,
+         "DISPATCHER_GCP_PROJECT"),
     ]  # fmt: skip
 
 
 CASE_NAMES = [
     "missing file", "missing file, status", "a text file", "a directory",
     "demo into a missing directory", "timeout not a number", "timeout negative",
+    "bigquery with the local outbox", "pubsub without a project",
 ]  # fmt: skip
+
+
+def test_bigquery_with_the_local_outbox_leaves_no_duckdb_file_behind(tmp_path):
+    _run(tmp_path, ["retry", *DATE], DISPATCHER_WAREHOUSE="bigquery",
+         DISPATCHER_GCP_PROJECT="nba-props")  # fmt: skip
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("name", CASE_NAMES)
