@@ -27,6 +27,20 @@ DISPATCH_STATE = "nba_orchestration.fct_player_dispatch_state"
 READINESS = "nba_orchestration.fct_phase4_readiness"
 PREDICTIONS = "nba_predictions.player_prop_predictions"
 
+# The SQL both warehouses speak alike.
+#: A trigger refuses a critical date inside the claim itself (no readiness read first).
+UNLESS_CRITICAL = f"""
+and game_date in (
+    select game_date from {READINESS}
+    where game_date between @first and @last and not is_critical
+)
+"""
+
+RELEASE = f"""
+delete from {LEDGER}
+where game_date between @first and @last and batch_id = @batch_id and published_at is null
+"""
+
 #: The columns a claim returns per claimed request: what a prediction request carries.
 CLAIM_COLUMNS = (
     "request_id", "attempt", "game_date", "player_lookup", "game_id", "request_fields",

@@ -32,21 +32,14 @@ from .warehouse import (
     PENDING,
     PREDICTION_COLUMNS,
     PREDICTIONS,
-    READINESS,
+    RELEASE,
+    UNLESS_CRITICAL,
     TransactionConflict,
     WarehouseError,
     no_local_outbox,
     plain,
     prediction_arrays,
 )
-
-# A trigger refuses a critical date inside the claim itself (no readiness read first).
-_UNLESS_CRITICAL = f"""
-and game_date in (
-    select game_date from {READINESS}
-    where game_date between @first and @last and not is_critical
-)
-"""
 
 _CLAIM = """
 merge into {ledger} as ledger
@@ -110,11 +103,6 @@ when not matched by source
     and ledger.batch_id = @batch_id
     and ledger.published_at is null
     then delete
-"""
-
-_RELEASE = f"""
-delete from {LEDGER}
-where game_date between @first and @last and batch_id = @batch_id and published_at is null
 """
 
 _UPSERT_PREDICTIONS = f"""
@@ -246,7 +234,7 @@ class BigQueryWarehouse:
             ledger=LEDGER,
             source=DISPATCH_STATE if force else PENDING,
             forced="and can_force_request" if force else "",
-            guard=_UNLESS_CRITICAL if unless_critical else "",
+            guard=UNLESS_CRITICAL if unless_critical else "",
         )
         params: dict[str, Any] = {
             "first": first, "last": last, "batch_id": batch_id,
@@ -273,7 +261,7 @@ class BigQueryWarehouse:
         })  # fmt: skip
 
     def release(self, first: dt.date, last: dt.date, *, batch_id: str) -> None:
-        self._mutate(_RELEASE, {"first": first, "last": last, "batch_id": batch_id})
+        self._mutate(RELEASE, {"first": first, "last": last, "batch_id": batch_id})
 
     # -- predictions (the reference worker) ----------------------------------------------
 

@@ -32,7 +32,8 @@ from .warehouse import (
     PENDING,
     PREDICTION_COLUMNS,
     PREDICTIONS,
-    READINESS,
+    RELEASE,
+    UNLESS_CRITICAL,
     TransactionConflict,
     WarehouseError,
     plain,
@@ -41,14 +42,6 @@ from .warehouse import (
 
 LOCKS = "nba_orchestration.dispatch_locks"
 _PARAM = re.compile(r"@([A-Za-z_][A-Za-z0-9_]*)")
-
-# A trigger refuses a critical date inside the claim itself (no readiness read first).
-_UNLESS_CRITICAL = f"""
-and game_date in (
-    select game_date from {READINESS}
-    where game_date between @first and @last and not is_critical
-)
-"""
 
 _ENSURE_LOCK_ROWS = f"""
 insert into {LOCKS} (game_date, holder_batch_id, locked_at)
@@ -105,11 +98,6 @@ from (
     select unnest(@request_ids) as request_id, unnest(@message_ids) as message_id
 ) as acked
 where ledger.game_date between @first and @last and ledger.request_id = acked.request_id
-"""
-
-_RELEASE = f"""
-delete from {LEDGER}
-where game_date between @first and @last and batch_id = @batch_id and published_at is null
 """
 
 _DELETE_PREDICTIONS = f"""
@@ -241,7 +229,7 @@ class DuckDBWarehouse:
         select = _SELECT_CLAIMS.format(
             source=DISPATCH_STATE if force else PENDING,
             forced="and can_force_request" if force else "",
-            guard=_UNLESS_CRITICAL if unless_critical else "",
+            guard=UNLESS_CRITICAL if unless_critical else "",
         )
         params = {
             "first": first,
@@ -270,10 +258,10 @@ class DuckDBWarehouse:
             "request_ids": [request for request, _ in acknowledged],
             "message_ids": [message for _, message in acknowledged],
         }
-        self._transaction([_CONFIRM, _RELEASE] if acknowledged else [_RELEASE], params)
+        self._transaction([_CONFIRM, RELEASE] if acknowledged else [RELEASE], params)
 
     def release(self, first: dt.date, last: dt.date, *, batch_id: str) -> None:
-        self._execute(_RELEASE, {"first": first, "last": last, "batch_id": batch_id})
+        self._execute(RELEASE, {"first": first, "last": last, "batch_id": batch_id})
 
     # -- predictions (the reference worker) ----------------------------------------------
 
