@@ -47,6 +47,8 @@ def _cases(tmp_path: Path) -> list[tuple[str, list[str], dict[str, str], int, st
          "DISPATCHER_TRANSPORT=pubsub"),
         ("pubsub without a project", ["retry", *DATE], {"DISPATCHER_TRANSPORT": "pubsub"}, 2,
          "DISPATCHER_GCP_PROJECT"),
+        ("worker on pubsub without a project", ["worker", "--source", "pubsub"], {}, 1,
+         "DISPATCHER_GCP_PROJECT"),
     ]  # fmt: skip
 
 
@@ -54,6 +56,7 @@ CASE_NAMES = [
     "missing file", "missing file, status", "a text file", "a directory",
     "demo into a missing directory", "timeout not a number", "timeout negative",
     "bigquery with the local outbox", "pubsub without a project",
+    "worker on pubsub without a project",
 ]  # fmt: skip
 
 

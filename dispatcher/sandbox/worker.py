@@ -63,6 +63,8 @@ def run_worker(
         raise ValueError(f"source must be 'local' or 'pubsub', got {source!r}")
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
+    if source == "pubsub" and not settings.gcp_project:
+        raise WorkerError("the pubsub source needs DISPATCHER_GCP_PROJECT")
     if max_messages is not None and max_messages < 0:
         raise ValueError("max_messages must not be negative")
     if idle_exit_seconds is not None and idle_exit_seconds < 0:
@@ -81,7 +83,7 @@ def run_worker(
         if source == "local":
             feed: LocalSource | PubSubSource = LocalSource(handles)
         else:
-            feed = PubSubSource(settings.gcp_project or "local-project", subscription, batch_size)
+            feed = PubSubSource(settings.gcp_project or "", subscription, batch_size)
         try:
             _loop(feed, handles, result, max_messages, idle_exit_seconds, batch_size, progress)
         except SourceError as exc:
