@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from google.auth.credentials import Credentials
 
 WAREHOUSES = ("duckdb", "bigquery")
 TRANSPORTS = ("local", "pubsub")
@@ -27,6 +31,91 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True)
+class KnownSetting:
+    """One environment variable of the project: the one home of its name, default and
+    meaning (`dispatcher config` lists them; the README's configuration table mirrors it)."""
+
+    name: str
+    #: As the operator would write it; None: unset (no value).
+    default: str | None
+    meaning: str
+    #: Never shown: `dispatcher config` prints a mask instead (see is_secret).
+    secret: bool = False
+    #: Listed so that it has one home, but nothing reads it yet.
+    planned: bool = False
+
+
+KEYFILE = "DISPATCHER_BIGQUERY_KEYFILE"
+PUBSUB_EMULATOR_HOST = "PUBSUB_EMULATOR_HOST"
+
+KNOWN_SETTINGS: tuple[KnownSetting, ...] = (
+    KnownSetting("DISPATCHER_WAREHOUSE", "duckdb", "`duckdb` or `bigquery`"),
+    KnownSetting("DISPATCHER_DUCKDB_PATH", "warehouse.duckdb",
+                 "the embedded warehouse; profiles.yml reads it too"),
+    KnownSetting("DISPATCHER_GCP_PROJECT", None,
+                 "BigQuery and Pub/Sub project (required with `bigquery` or `pubsub`)"),
+    KnownSetting("DISPATCHER_BIGQUERY_API_ENDPOINT", None,
+                 "BigQuery API emulator or private endpoint: dbt target `bq_emulator`,"
+                 " anonymous credentials"),
+    KnownSetting("DISPATCHER_BIGQUERY_LOCATION", "US", "BigQuery location"),
+    KnownSetting(KEYFILE, None,
+                 "service-account key file for BigQuery, Pub/Sub and dbt; unset:"
+                 " Application Default Credentials"),
+    KnownSetting("DISPATCHER_TRANSPORT", "local",
+                 "`local` (outbox table in the DuckDB file) or `pubsub`"),
+    KnownSetting(PUBSUB_EMULATOR_HOST, None,
+                 "standard: the Pub/Sub client talks to this emulator (no credentials)"),
+    KnownSetting("DISPATCHER_PUBLISH_TIMEOUT", "10",
+                 "seconds a publish batch may take before its messages fail"),
+    KnownSetting("DISPATCHER_DBT_PROJECT_DIR", str(DEFAULT_DBT_PROJECT_DIR),
+                 "where the dispatcher runs dbt (dbt_project.yml and profiles.yml)"),
+    KnownSetting("DISPATCHER_DBT_TARGET_PATH", None,
+                 "dbt's target and log directory; unset: the project's `target`"),
+    KnownSetting("DISPATCHER_DBT_TARGET", "local",
+                 "profiles.yml target when dbt is run by hand (the dispatcher picks its own)"),
+    # The alerts work: listed here so they have one home; nothing reads them yet.
+    KnownSetting("DISPATCHER_SLACK_WEBHOOK_URL", None, "Slack channel", secret=True,
+                 planned=True),
+    KnownSetting("DISPATCHER_SMTP_HOST", None, "email channel: SMTP server", planned=True),
+    KnownSetting("DISPATCHER_SMTP_PORT", "587", "email channel: SMTP port", planned=True),
+    KnownSetting("DISPATCHER_SMTP_USERNAME", None, "email channel: SMTP user", planned=True),
+    KnownSetting("DISPATCHER_SMTP_PASSWORD", None, "email channel: SMTP password",
+                 secret=True, planned=True),
+    KnownSetting("DISPATCHER_SMTP_STARTTLS", "true", "email channel: STARTTLS",
+                 planned=True),
+    KnownSetting("DISPATCHER_ALERT_EMAIL_FROM", None, "email channel: sender address",
+                 planned=True),
+    KnownSetting("DISPATCHER_ALERT_EMAIL_TO", None,
+                 "email channel: recipients, comma-separated", planned=True),
+    KnownSetting("DISPATCHER_ALERT_REPEAT_HOURS", "24",
+                 "repeat interval of a persisting alert", planned=True),
+    KnownSetting("DISPATCHER_PUSH_AUDIENCE", None, "OIDC check of push requests: audience",
+                 planned=True),
+    KnownSetting("DISPATCHER_PUSH_SERVICE_ACCOUNTS", None,
+                 "OIDC check of push requests: service accounts, comma-separated",
+                 planned=True),
+)  # fmt: skip
+
+_KNOWN = {setting.name: setting for setting in KNOWN_SETTINGS}
+
+#: Names that mark a secret, whatever the table says.
+SECRET_MARKERS = ("PASSWORD", "WEBHOOK", "TOKEN", "SECRET")
+MASK = "********"
+
+
+def is_secret(name: str) -> bool:
+    """Whether a variable's value must never be shown: marked so in the table, or named
+    like a secret (*PASSWORD*, *WEBHOOK*, *TOKEN*, *SECRET*)."""
+    known = _KNOWN.get(name)
+    return bool(known and known.secret) or any(m in name.upper() for m in SECRET_MARKERS)
+
+
+def _env(env: Mapping[str, str], name: str) -> str | None:
+    """The variable's value, or its default from KNOWN_SETTINGS: empty counts as unset."""
+    return env.get(name) or _KNOWN[name].default
+
+
+@dataclass(frozen=True)
 class Settings:
     warehouse: str = "duckdb"
     duckdb_path: Path = Path("warehouse.duckdb")
@@ -38,9 +127,12 @@ class Settings:
     dbt_target_path: Path | None = None
     query_timeout_seconds: float = 60.0
     publish_timeout_seconds: float = 10.0
+    #: A service-account key file (DISPATCHER_BIGQUERY_KEYFILE); None: Application
+    #: Default Credentials.
+    bigquery_keyfile: Path | None = None
 
     def __post_init__(self) -> None:
-        for name in ("duckdb_path", "dbt_project_dir", "dbt_target_path"):
+        for name in ("duckdb_path", "dbt_project_dir", "dbt_target_path", "bigquery_keyfile"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, Path):
                 object.__setattr__(self, name, Path(value))
@@ -62,30 +154,59 @@ class Settings:
     def from_env(cls, environ: dict[str, str] | None = None, **overrides) -> Settings:
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {
-            "warehouse": env.get("DISPATCHER_WAREHOUSE", "duckdb"),
-            "duckdb_path": Path(env.get("DISPATCHER_DUCKDB_PATH", "warehouse.duckdb")),
-            "gcp_project": env.get("DISPATCHER_GCP_PROJECT") or None,
-            "bigquery_api_endpoint": env.get("DISPATCHER_BIGQUERY_API_ENDPOINT") or None,
-            "bigquery_location": env.get("DISPATCHER_BIGQUERY_LOCATION", "US"),
-            "transport": env.get("DISPATCHER_TRANSPORT", "local"),
-            "dbt_project_dir": Path(
-                env.get("DISPATCHER_DBT_PROJECT_DIR", str(DEFAULT_DBT_PROJECT_DIR))
-            ),
+            "warehouse": _env(env, "DISPATCHER_WAREHOUSE"),
+            "duckdb_path": _env(env, "DISPATCHER_DUCKDB_PATH"),
+            "gcp_project": _env(env, "DISPATCHER_GCP_PROJECT"),
+            "bigquery_api_endpoint": _env(env, "DISPATCHER_BIGQUERY_API_ENDPOINT"),
+            "bigquery_location": _env(env, "DISPATCHER_BIGQUERY_LOCATION"),
+            "bigquery_keyfile": _env(env, KEYFILE),
+            "transport": _env(env, "DISPATCHER_TRANSPORT"),
+            "dbt_project_dir": _env(env, "DISPATCHER_DBT_PROJECT_DIR"),
+            "dbt_target_path": _env(env, "DISPATCHER_DBT_TARGET_PATH"),
+            "publish_timeout_seconds": _seconds(env, "DISPATCHER_PUBLISH_TIMEOUT"),
         }
-        if env.get("DISPATCHER_PUBLISH_TIMEOUT"):
-            values["publish_timeout_seconds"] = _seconds(env, "DISPATCHER_PUBLISH_TIMEOUT")
-        if env.get("DISPATCHER_DBT_TARGET_PATH"):
-            values["dbt_target_path"] = Path(env["DISPATCHER_DBT_TARGET_PATH"])
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
     def check_combination(self) -> None:
-        """Settings that are each valid but cannot work together: a clear ConfigError at
-        start rather than a failure after the first claim."""
+        """Settings that are each valid but cannot work together, and a keyfile that
+        cannot be used: one ConfigError at start rather than a failure after the first
+        claim."""
+        problems = self.problems()
+        if problems:
+            raise ConfigError("; ".join(problems))
+
+    def problems(self) -> list[str]:
+        """What check_combination refuses, one message each (empty: good to go)."""
+        problems = []
         if self.warehouse == "bigquery" and self.transport == "local":
-            raise ConfigError(LOCAL_OUTBOX_NEEDS_DUCKDB)
+            problems.append(LOCAL_OUTBOX_NEEDS_DUCKDB)
         if self.transport == "pubsub" and not self.gcp_project:
-            raise ConfigError("DISPATCHER_GCP_PROJECT is required with DISPATCHER_TRANSPORT=pubsub")
+            problems.append("DISPATCHER_GCP_PROJECT is required with DISPATCHER_TRANSPORT=pubsub")
+        if self.bigquery_keyfile is not None:
+            try:
+                keyfile_credentials(self.bigquery_keyfile)
+            except ConfigError as exc:
+                problems.append(str(exc))
+        return problems
+
+    def credentials(self) -> Credentials | None:
+        """The keyfile's service-account credentials; None: Application Default
+        Credentials (the clients find them)."""
+        if self.bigquery_keyfile is None:
+            return None
+        return keyfile_credentials(self.bigquery_keyfile)
+
+    def bigquery_credentials(self) -> Credentials | None:
+        """For the BigQuery client: none with an API endpoint (the emulator takes
+        anonymous credentials, as dbt's bq_emulator target does), else credentials()."""
+        return None if self.bigquery_api_endpoint else self.credentials()
+
+    def pubsub_credentials(self) -> Credentials | None:
+        """For the Pub/Sub clients: none with PUBSUB_EMULATOR_HOST (the library then
+        talks to the emulator without credentials), else credentials(). Read when a
+        client is built, as the library reads it."""
+        return None if os.environ.get(PUBSUB_EMULATOR_HOST) else self.credentials()
 
     def with_(self, **changes) -> Settings:
         return replace(self, **changes)
@@ -107,12 +228,15 @@ class Settings:
             env["DISPATCHER_GCP_PROJECT"] = self.gcp_project
         if self.bigquery_api_endpoint:
             env["DISPATCHER_BIGQUERY_API_ENDPOINT"] = self.bigquery_api_endpoint
+        if self.bigquery_keyfile is not None:
+            env[KEYFILE] = str(self.bigquery_keyfile)
         return env
 
 
 def _seconds(env: Mapping[str, str], name: str) -> float:
-    """A positive, finite number of seconds from the environment, or a ConfigError naming it."""
-    text = env[name]
+    """A positive, finite number of seconds from the environment (or its default), or a
+    ConfigError naming it."""
+    text = _env(env, name) or ""
     try:
         value = float(text)
     except ValueError:
@@ -120,3 +244,46 @@ def _seconds(env: Mapping[str, str], name: str) -> float:
     if not math.isfinite(value) or value <= 0:
         raise ConfigError(f"{name} must be a positive number of seconds, got {text!r}")
     return value
+
+
+# -- the keyfile -------------------------------------------------------------------------
+
+_KEY_FIELDS = ("client_email", "private_key", "token_uri")
+
+
+def keyfile_credentials(path: Path) -> Credentials:
+    """Service-account credentials from a key file, or a one-line ConfigError naming
+    DISPATCHER_BIGQUERY_KEYFILE and the path. No message quotes the file's contents
+    (nor an exception text that might): only the path and what is wrong with it.
+    google.oauth2 is imported here, only when a keyfile is set."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{KEYFILE}: no such file: {path}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{KEYFILE}: {path} is a directory, not a key file") from None
+    except PermissionError:
+        raise ConfigError(f"{KEYFILE}: cannot read {path}: permission denied") from None
+    except (OSError, UnicodeError) as exc:
+        raise ConfigError(f"{KEYFILE}: cannot read {path} ({type(exc).__name__})") from None
+    try:
+        info = json.loads(text)
+    except ValueError:
+        info = None
+    if not isinstance(info, dict) or info.get("type") != "service_account":
+        raise ConfigError(
+            f"{KEYFILE}: {path} is not a service-account key file (JSON with"
+            ' "type": "service_account"); unset it to use Application Default Credentials'
+        )
+    missing = [name for name in _KEY_FIELDS if not isinstance(info.get(name), str)]
+    if missing:
+        raise ConfigError(f"{KEYFILE}: {path} lacks {', '.join(missing)}")
+    from google.oauth2 import service_account
+
+    try:
+        return service_account.Credentials.from_service_account_file(str(path))
+    except Exception as exc:  # the key does not parse: say which file, never its text
+        raise ConfigError(
+            f"{KEYFILE}: {path}: its private key cannot be loaded ({type(exc).__name__})"
+        ) from None
+

@@ -121,6 +121,7 @@ class Dispatcher:
         return PubSubTransport(
             self.settings.gcp_project or "",
             publish_timeout=self.settings.publish_timeout_seconds,
+            credentials=self.settings.pubsub_credentials(),
         )
 
     @contextlib.contextmanager

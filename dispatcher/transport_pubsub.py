@@ -1,7 +1,9 @@
 """Google Cloud Pub/Sub transport (production), also run against the emulator.
 
 ``PUBSUB_EMULATOR_HOST`` is honoured by the client library itself (read when a client
-is created). google.cloud.pubsub_v1 takes ~0.9 s to import, so it is imported only
+is created). Credentials: those given (a keyfile's service account, see
+Settings.pubsub_credentials), else Application Default Credentials; with the emulator
+the library uses none. google.cloud.pubsub_v1 takes ~0.9 s to import, so it is imported only
 when a transport or helper is actually built, never at CLI start-up.
 
 Time is bounded everywhere: the library's default publish retry deadline is 600 s, so
@@ -43,6 +45,11 @@ def _error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+def _credentials(credentials: Any) -> dict[str, Any]:
+    """A client's credentials keyword: only when given (else the library finds ADC)."""
+    return {} if credentials is None else {"credentials": credentials}
+
+
 def bounded_retry(deadline: float):
     """A google.api_core Retry for the transient publish errors, giving up after ``deadline`` s."""
     from google.api_core import exceptions, retry
@@ -77,6 +84,7 @@ class PubSubTransport:
         # every trigger about 50 ms slower: the event path is where people wait.
         batch_max_latency: float = 0.01,
         publish_timeout: float = 10.0,
+        credentials: Any = None,
     ) -> None:
         if not project:
             raise ValueError("PubSubTransport needs a GCP project (DISPATCHER_GCP_PROJECT)")
@@ -97,6 +105,7 @@ class PubSubTransport:
             publisher_options=pubsub_v1.types.PublisherOptions(
                 retry=self._retry, timeout=self.publish_timeout
             ),
+            **_credentials(credentials),
         )
         self._closed = False
 
@@ -201,12 +210,14 @@ def _gather(message: OutgoingMessage, future: Any, deadline: float, overall: flo
 # --- admin helpers (deploy scripts, local runs, tests) -----------------------------------
 
 
-def ensure_topics(project: str, topics: Iterable[str], *, timeout: float = 10.0) -> list[str]:
+def ensure_topics(
+    project: str, topics: Iterable[str], *, timeout: float = 10.0, credentials: Any = None
+) -> list[str]:
     """Create each topic unless it exists; returns their paths. Each call bounded by timeout."""
     from google.api_core import exceptions
     from google.cloud import pubsub_v1
 
-    publisher = pubsub_v1.PublisherClient()
+    publisher = pubsub_v1.PublisherClient(**_credentials(credentials))
     paths = []
     try:
         for topic in topics:
@@ -230,12 +241,13 @@ def ensure_subscription(
     ack_deadline: int = 60,
     *,
     timeout: float = 10.0,
+    credentials: Any = None,
 ) -> str:
     """Create a pull subscription on topic unless it exists; returns its path."""
     from google.api_core import exceptions
     from google.cloud import pubsub_v1
 
-    subscriber = pubsub_v1.SubscriberClient()
+    subscriber = pubsub_v1.SubscriberClient(**_credentials(credentials))
     path = subscription_path(project, subscription)
     try:
         subscriber.create_subscription(

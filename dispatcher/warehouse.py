@@ -144,6 +144,7 @@ def connect(settings: Settings) -> Warehouse:
         api_endpoint=settings.bigquery_api_endpoint,
         location=settings.bigquery_location,
         timeout=settings.query_timeout_seconds,
+        credentials=settings.bigquery_credentials(),
     )
 
 

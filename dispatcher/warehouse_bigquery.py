@@ -160,7 +160,11 @@ class BigQueryWarehouse:
         location: str = "US",
         timeout: float = 60.0,
         client=None,
+        credentials=None,
     ) -> None:
+        """``credentials``: google-auth credentials (a keyfile's service account, see
+        Settings.bigquery_credentials); None: Application Default Credentials. With
+        ``api_endpoint`` (the emulator) the client is anonymous whatever they are."""
         from google.cloud import bigquery
 
         self._bigquery = bigquery
@@ -175,6 +179,8 @@ class BigQueryWarehouse:
 
                 kwargs["client_options"] = ClientOptions(api_endpoint=api_endpoint)
                 kwargs["credentials"] = AnonymousCredentials()
+            elif credentials is not None:
+                kwargs["credentials"] = credentials
             client = bigquery.Client(**kwargs)
         self.client = client
 

@@ -27,6 +27,11 @@ def _cases(tmp_path: Path) -> list[tuple[str, list[str], dict[str, str], int, st
     (tmp_path / "text.duckdb").write_text("not a warehouse\n")
     (tmp_path / "dir.duckdb").mkdir()
     missing = str(tmp_path / "missing.duckdb")
+    # Checked before the warehouse is opened (it does not exist here), so before any claim.
+    no_key = {"DISPATCHER_BIGQUERY_KEYFILE": str(tmp_path / "no-key.json"),
+              "DISPATCHER_TRANSPORT": "pubsub", "DISPATCHER_GCP_PROJECT": "nba-props",
+              "DISPATCHER_DUCKDB_PATH": missing}  # fmt: skip
+    no_key_says = f"DISPATCHER_BIGQUERY_KEYFILE: no such file: {tmp_path / 'no-key.json'}"
     return [
         ("missing file", ["retry", *DATE], {"DISPATCHER_DUCKDB_PATH": missing}, 1, missing),
         ("missing file, status", ["status", *DATE], {"DISPATCHER_DUCKDB_PATH": missing}, 1,
@@ -49,6 +54,8 @@ def _cases(tmp_path: Path) -> list[tuple[str, list[str], dict[str, str], int, st
          "DISPATCHER_GCP_PROJECT"),
         ("worker on pubsub without a project", ["worker", "--source", "pubsub"], {}, 1,
          "DISPATCHER_GCP_PROJECT"),
+        ("keyfile missing", ["trigger", *DATE], no_key, 2, no_key_says),
+        ("keyfile missing, worker", ["worker", "--source", "pubsub"], no_key, 2, no_key_says),
     ]  # fmt: skip
 
 
@@ -56,7 +63,7 @@ CASE_NAMES = [
     "missing file", "missing file, status", "a text file", "a directory",
     "demo into a missing directory", "timeout not a number", "timeout negative",
     "bigquery with the local outbox", "pubsub without a project",
-    "worker on pubsub without a project",
+    "worker on pubsub without a project", "keyfile missing", "keyfile missing, worker",
 ]  # fmt: skip
 
 

@@ -93,7 +93,11 @@ class PubSubSource:
     """A streaming pull: the library's callback threads put messages on a queue, the
     worker's thread drains it in batches and acks after each write."""
 
-    def __init__(self, project: str, subscription: str, batch_size: int) -> None:
+    def __init__(
+        self, project: str, subscription: str, batch_size: int, *, credentials: Any = None
+    ) -> None:
+        """``credentials``: a keyfile's service account (Settings.pubsub_credentials);
+        None: Application Default Credentials, or none with the emulator."""
         from google.cloud import pubsub_v1
 
         from ..transport_pubsub import subscription_path
@@ -104,7 +108,9 @@ class PubSubSource:
             else subscription_path(project, subscription)
         )
         self._queue: queue.Queue[Any] = queue.Queue()
-        self._subscriber = pubsub_v1.SubscriberClient()
+        self._subscriber = pubsub_v1.SubscriberClient(
+            **({} if credentials is None else {"credentials": credentials})
+        )
         self._future = self._subscriber.subscribe(
             path,
             callback=self._queue.put,

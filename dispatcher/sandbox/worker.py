@@ -83,7 +83,10 @@ def run_worker(
         if source == "local":
             feed: LocalSource | PubSubSource = LocalSource(handles)
         else:
-            feed = PubSubSource(settings.gcp_project or "", subscription, batch_size)
+            feed = PubSubSource(
+                settings.gcp_project or "", subscription, batch_size,
+                credentials=settings.pubsub_credentials(),
+            )  # fmt: skip
         try:
             _loop(feed, handles, result, max_messages, idle_exit_seconds, batch_size, progress)
         except SourceError as exc:
