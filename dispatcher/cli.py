@@ -353,3 +353,52 @@ def worker(source, subscription, max_messages, idle_exit_seconds, batch_size, as
             f" {result.duplicates} duplicates, {result.failed} failed"
             f" ({result.duration_ms} ms)"
         )
+
+
+# -- configuration ----------------------------------------------------------------------
+
+
+def _option_variables() -> dict[str, str]:
+    """The variables click reads for command options (DISPATCHER_<COMMAND>_<OPTION>,
+    auto_envvar_prefix), and what each sets."""
+    found: dict[str, str] = {}
+    for prefix, command, label in [("DISPATCHER", cli, "dispatcher"), *(
+        (f"DISPATCHER_{name.upper().replace('-', '_')}", sub, f"dispatcher {name}")
+        for name, sub in cli.commands.items()
+    )]:  # fmt: skip
+        for param in command.params:
+            if not isinstance(param, click.Option) or not param.allow_from_autoenv:
+                continue
+            if param.name in (None, "help"):
+                continue
+            option = max(param.opts, key=len)
+            explicit = [param.envvar] if isinstance(param.envvar, str) else param.envvar or []
+            for name in [*explicit, f"{prefix}_{param.name.upper()}"]:
+                found[name] = f"option {option} of `{label}`"
+    return found
+
+
+@cli.command("config")
+@_json_option
+def config_command(as_json: bool) -> None:
+    """Show the effective settings: every variable the dispatcher reads, its value and
+    where it came from (environment or default), secrets masked; exit 2, naming what is
+    wrong, when the settings cannot work together (as every command would refuse them)."""
+    from .config import describe
+
+    report = describe(options=_option_variables())
+    if as_json:
+        click.echo(json.dumps(report.as_json()))
+    else:
+        from .display import table
+
+        rows = [
+            {**row.as_json(), "meaning": ("(planned) " if row.planned else "") + row.meaning}
+            for row in report.rows
+        ]
+        click.echo(table(rows, ["name", "value", "source", "meaning"]))
+        click.echo(f"dbt target: {report.dbt_target or '-'}")
+        if report.ok:
+            click.echo("settings OK")
+    if not report.ok:
+        raise click.UsageError("; ".join(report.problems))

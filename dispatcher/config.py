@@ -287,3 +287,96 @@ def keyfile_credentials(path: Path) -> Credentials:
             f"{KEYFILE}: {path}: its private key cannot be loaded ({type(exc).__name__})"
         ) from None
 
+
+# -- `dispatcher config` -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SettingRow:
+    """One variable as this process sees it; a secret's value is already masked."""
+
+    name: str
+    #: None: unset. A secret that is set shows MASK.
+    value: str | None
+    #: "environment" or "default".
+    source: str
+    meaning: str
+    secret: bool = False
+    planned: bool = False
+    #: False: set in the environment, but not a variable the dispatcher reads.
+    known: bool = True
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "value": self.value, "source": self.source,
+            "meaning": self.meaning, "secret": self.secret, "planned": self.planned,
+            "known": self.known,
+        }  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ConfigReport:
+    """The effective settings and what is wrong with them (`dispatcher config`)."""
+
+    rows: list[SettingRow]
+    problems: list[str]
+    #: The profiles.yml target the dispatcher runs dbt on; None when the settings fail.
+    dbt_target: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "problems": list(self.problems),
+            "dbt_target": self.dbt_target,
+            "settings": [row.as_json() for row in self.rows],
+        }
+
+
+UNKNOWN_SETTING = "not a variable the dispatcher reads (a typo?); value not shown"
+
+
+def describe(
+    environ: Mapping[str, str] | None = None, *, options: Mapping[str, str] | None = None
+) -> ConfigReport:
+    """Every known setting with its value and source (secrets masked), then any other
+    DISPATCHER_* variable set, then the problems the commands would refuse at start.
+
+    ``options``: variable names that set command options (click's
+    DISPATCHER_<COMMAND>_<OPTION>) and what they set, listed only when set."""
+    env = os.environ if environ is None else environ
+    rows = [_row(env, s.name, s.meaning, s.default, s.secret, s.planned) for s in KNOWN_SETTINGS]
+    options = options or {}
+    for name in sorted(n for n in env if n.startswith("DISPATCHER_") and n not in _KNOWN):
+        if name in options:
+            rows.append(_row(env, name, options[name], None, False, False))
+        else:
+            rows.append(SettingRow(name, None, "environment", UNKNOWN_SETTING, known=False))
+    try:
+        settings = Settings.from_env(dict(env))
+    except ConfigError as exc:
+        problems = [str(exc)]
+        keyfile = env.get(KEYFILE)
+        if keyfile:  # checked on its own: the settings that use it did not come together
+            try:
+                keyfile_credentials(Path(keyfile))
+            except ConfigError as bad:
+                problems.append(str(bad))
+        return ConfigReport(rows, problems)
+    return ConfigReport(rows, settings.problems(), settings.dbt_target)
+
+
+def _row(
+    env: Mapping[str, str], name: str, meaning: str, default: str | None, secret: bool,
+    planned: bool,
+) -> SettingRow:  # fmt: skip
+    secret = secret or is_secret(name)
+    text = env.get(name) or None
+    value = text if text is not None else default
+    if secret and value is not None:
+        value = MASK
+    return SettingRow(name, value, "environment" if text is not None else "default", meaning,
+                      secret, planned)  # fmt: skip

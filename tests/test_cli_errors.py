@@ -56,6 +56,7 @@ def _cases(tmp_path: Path) -> list[tuple[str, list[str], dict[str, str], int, st
          "DISPATCHER_GCP_PROJECT"),
         ("keyfile missing", ["trigger", *DATE], no_key, 2, no_key_says),
         ("keyfile missing, worker", ["worker", "--source", "pubsub"], no_key, 2, no_key_says),
+        ("keyfile missing, config", ["config"], no_key, 2, no_key_says),
     ]  # fmt: skip
 
 
@@ -64,6 +65,7 @@ CASE_NAMES = [
     "demo into a missing directory", "timeout not a number", "timeout negative",
     "bigquery with the local outbox", "pubsub without a project",
     "worker on pubsub without a project", "keyfile missing", "keyfile missing, worker",
+    "keyfile missing, config",
 ]  # fmt: skip
 
 

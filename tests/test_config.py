@@ -1,4 +1,4 @@
-"""Settings: the keyfile the dispatcher shares with dbt.
+"""Settings: the keyfile the dispatcher shares with dbt, and `dispatcher config`.
 
 The service-account key is made here (an RSA key of our own): building a client with it
 needs no network, so the tests inspect the credentials each client was built with.
@@ -13,11 +13,25 @@ import sys
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
-from dispatcher.config import KEYFILE, ConfigError, Settings
+from dispatcher.cli import cli
+from dispatcher.config import (
+    KEYFILE,
+    KNOWN_SETTINGS,
+    MASK,
+    ConfigError,
+    Settings,
+    describe,
+    is_secret,
+)
 
 DISPATCHER = Path(sys.executable).with_name("dispatcher")
 EMAIL = "nba-dispatcher@nba-test.iam.gserviceaccount.com"
+SENTINELS = {
+    "DISPATCHER_SMTP_PASSWORD": "sentinel-smtp-password-7f3a",
+    "DISPATCHER_SLACK_WEBHOOK_URL": "https://hooks.slack.com/services/sentinel-webhook-9c1d",
+}
 
 
 def _private_key_pem() -> str:
@@ -250,7 +264,7 @@ def test_the_key_is_never_printed(tmp_path, pem):
     """A broken key file's text (its private key included) never reaches the output,
     with or without -v."""
     path, _ = _bad_keyfiles(tmp_path, pem)["broken private key"]
-    for args in (["retry", "--game-date", "2026-11-28"], ["-v", "trigger"]):
+    for args in (["retry", "--game-date", "2026-11-28"], ["-v", "config"], ["config", "--json"]):
         out = subprocess.run(
             [str(DISPATCHER), *args], cwd=tmp_path, capture_output=True, text=True, timeout=120,
             env=_clean_env(DISPATCHER_BIGQUERY_KEYFILE=str(path)),
@@ -260,3 +274,113 @@ def test_the_key_is_never_printed(tmp_path, pem):
         for text in ("SENTINEL", "PRIVATE KEY", pem.splitlines()[1]):
             assert text not in out.stdout + out.stderr
 
+
+# -- `dispatcher config` ----------------------------------------------------------------
+
+
+def test_one_table_of_known_settings_agrees_with_the_defaults():
+    names = [setting.name for setting in KNOWN_SETTINGS]
+    assert len(names) == len(set(names))
+    assert Settings.from_env({}) == Settings()
+    for name in ("DISPATCHER_SMTP_PASSWORD", "DISPATCHER_SLACK_WEBHOOK_URL", "X_API_TOKEN",
+                 "DISPATCHER_CLIENT_SECRET"):  # fmt: skip
+        assert is_secret(name)
+    assert not is_secret(KEYFILE)
+
+
+def test_config_lists_every_setting_with_its_source(monkeypatch, keyfile):
+    env = _clean_env(
+        DISPATCHER_WAREHOUSE="duckdb", DISPATCHER_PUBLISH_TIMEOUT="5",
+        DISPATCHER_BIGQUERY_KEYFILE=str(keyfile), PUBSUB_EMULATOR_HOST="127.0.0.1:8085",
+        DISPATCHER_WAREHOSE="bigquery", DISPATCHER_START_WAIT_MINUTES="5",
+    )  # fmt: skip
+    result = CliRunner().invoke(cli, ["config", "--json"], env=env, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    rows = {row["name"]: row for row in report["settings"]}
+    assert report["ok"] and report["problems"] == [] and report["dbt_target"] == "local"
+    assert set(rows) >= {setting.name for setting in KNOWN_SETTINGS}
+    assert rows["DISPATCHER_WAREHOUSE"]["source"] == "environment"
+    assert rows["DISPATCHER_TRANSPORT"] == {**rows["DISPATCHER_TRANSPORT"],
+                                            "value": "local", "source": "default"}  # fmt: skip
+    assert rows["DISPATCHER_PUBLISH_TIMEOUT"]["value"] == "5"
+    assert rows[KEYFILE]["value"] == str(keyfile)  # the path; never what is inside
+    assert rows["PUBSUB_EMULATOR_HOST"]["value"] == "127.0.0.1:8085"
+    assert rows["DISPATCHER_SMTP_PORT"] == {**rows["DISPATCHER_SMTP_PORT"], "value": "587",
+                                            "planned": True}  # fmt: skip
+    assert "--wait-minutes" in rows["DISPATCHER_START_WAIT_MINUTES"]["meaning"]
+    assert rows["DISPATCHER_WAREHOSE"]["known"] is False
+    assert rows["DISPATCHER_WAREHOSE"]["value"] is None
+    assert EMAIL not in result.output
+
+    plain = CliRunner().invoke(cli, ["config"], env=env, catch_exceptions=False)
+    assert plain.exit_code == 0
+    assert "DISPATCHER_PUBLISH_TIMEOUT" in plain.output and "settings OK" in plain.output
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_config_masks_secrets(as_json):
+    args = ["config", "--json"] if as_json else ["config"]
+    result = CliRunner().invoke(cli, args, env=_clean_env(**SENTINELS), catch_exceptions=False)
+    assert result.exit_code == 0
+    for value in SENTINELS.values():
+        assert value not in result.output
+    assert result.output.count(MASK) == len(SENTINELS)
+
+
+@pytest.mark.parametrize(
+    ("env", "says"),
+    [
+        ({"DISPATCHER_WAREHOUSE": "bigquery", "DISPATCHER_GCP_PROJECT": "p"},
+         "DISPATCHER_TRANSPORT=pubsub"),
+        ({"DISPATCHER_TRANSPORT": "pubsub"}, "DISPATCHER_GCP_PROJECT is required"),
+        ({"DISPATCHER_WAREHOUSE": "bigquery"}, "DISPATCHER_GCP_PROJECT is required"),
+        ({"DISPATCHER_WAREHOUSE": "oracle"}, "warehouse must be one of"),
+        ({"DISPATCHER_PUBLISH_TIMEOUT": "soon"}, "DISPATCHER_PUBLISH_TIMEOUT"),
+        ({"DISPATCHER_TRANSPORT": "pubsub", KEYFILE: "/no/such/key.json"},
+         "no such file: /no/such/key.json"),
+    ],
+)  # fmt: skip
+def test_config_says_what_is_wrong_with_exit_2(env, says):
+    for args in (["config"], ["config", "--json"]):
+        result = CliRunner().invoke(cli, args, env=_clean_env(**env, **SENTINELS))
+        assert result.exit_code == 2, result.output
+        assert says in result.output
+        for value in SENTINELS.values():
+            assert value not in result.output
+        if args[-1] == "--json":
+            report = json.loads(result.stdout)
+            assert report["ok"] is False and any(says in p for p in report["problems"])
+
+
+def test_describe_lists_every_problem_at_once():
+    report = describe({"DISPATCHER_WAREHOUSE": "bigquery", KEYFILE: "/no/such/key.json"})
+    assert not report.ok and report.dbt_target is None
+    assert len(report.problems) == 2 and "DISPATCHER_GCP_PROJECT" in report.problems[0]
+
+
+def test_config_process_masks_secrets_and_imports_no_cloud_client(tmp_path):
+    out = subprocess.run(
+        [str(DISPATCHER), "config", "--json"], cwd=tmp_path, capture_output=True, text=True,
+        timeout=120, env=_clean_env(**SENTINELS, DISPATCHER_TRANSPORT="pubsub",
+                                    DISPATCHER_GCP_PROJECT="nba-test"),
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["ok"] and report["dbt_target"] == "local"
+    for value in SENTINELS.values():
+        assert value not in out.stdout + out.stderr
+
+    code = (
+        "import sys\nfrom dispatcher.cli import cli\n"
+        "try:\n    cli(['config'])\nexcept SystemExit:\n    pass\n"
+        "heavy = [m for m in sys.modules if m.startswith(('google.cloud.', 'google.oauth2',"
+        " 'duckdb', 'dbt'))]\n"
+        "print('HEAVY:' + ','.join(heavy))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60,
+        env=_clean_env(DISPATCHER_TRANSPORT="pubsub", DISPATCHER_GCP_PROJECT="nba-test"),
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "HEAVY:"
