@@ -6,12 +6,15 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import signal
 import sys
+import threading
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import click
 
-from . import __version__
+from . import __version__, logs
 
 PACIFIC = ZoneInfo("America/Los_Angeles")
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "DISPATCHER"}
@@ -74,9 +77,25 @@ def _verbose(ctx: click.Context, _param, value: bool) -> bool:
 @click.group(cls=_OneLineErrors, context_settings=CONTEXT_SETTINGS)
 @click.version_option(__version__, prog_name="dispatcher")
 @click.option("-v", "--verbose", is_flag=True, expose_value=False, is_eager=True,
-              callback=_verbose, help="Show tracebacks of errors.")  # fmt: skip
-def cli() -> None:
+              callback=_verbose,
+              help="Show tracebacks of errors, and every log line in the text format.")  # fmt: skip
+@click.option("--log-format", type=click.Choice(logs.FORMATS), default="auto",
+              show_default=True, envvar="DISPATCHER_LOG_FORMAT",
+              help="Logs on stderr: json lines; text, one short line per warning or error;"
+                   " auto: text on a terminal, else json.")  # fmt: skip
+@click.option("-q", "--quiet", is_flag=True,
+              help="No logs but errors, no progress: the summary only.")  # fmt: skip
+@click.pass_context
+def cli(ctx: click.Context, log_format: str, quiet: bool) -> None:
     """Phase 4 -> Phase 5 dispatcher: request only the missing predictions."""
+    verbose = bool(ctx.meta.get("dispatcher.verbose"))
+    previous = logs.configure(logs.LogConfig(format=log_format, quiet=quiet, verbose=verbose))
+    ctx.meta["dispatcher.quiet"] = quiet
+    ctx.call_on_close(lambda: logs.configure(previous))
+
+
+def _quiet() -> bool:
+    return bool(click.get_current_context().meta.get("dispatcher.quiet"))
 
 
 @cli.command()
@@ -85,10 +104,14 @@ def cli() -> None:
 )
 @click.option("--transport", type=click.Choice(["local", "pubsub"]), default=None,
               help="Override DISPATCHER_TRANSPORT; pubsub needs PUBSUB_EMULATOR_HOST.")  # fmt: skip
+@click.option("--overwrite", is_flag=True,
+              help="Write into a warehouse file that holds data the demo did not write"
+                   " (it replaces the date's inputs and ledger rows).")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def demo(game_date: dt.date | None, transport: str | None, as_json: bool) -> None:
+def demo(game_date: dt.date | None, transport: str | None, overwrite: bool, as_json: bool) -> None:
     """The whole loop on the embedded DuckDB: Phase 4 in two waves, the event, the
-    worker, the retry, the status check at 100 %, the coverage and latency marts."""
+    worker, the retry, the status check at 100 %, the coverage and latency marts.
+    Refuses a warehouse file holding data it did not write, unless --overwrite."""
     from .sandbox.demo import DemoError, run_demo
 
     settings = _settings()
@@ -96,8 +119,9 @@ def demo(game_date: dt.date | None, transport: str | None, as_json: bool) -> Non
         settings = settings.with_(transport=transport)
     game_date = game_date or today_pacific()
     echo = (lambda _line: None) if as_json else click.echo
+    steps = (lambda _line: None) if as_json or _quiet() else click.echo
     try:
-        result = run_demo(settings, game_date, echo=echo)
+        result = run_demo(settings, game_date, echo=echo, steps=steps, overwrite=overwrite)
     except DemoError as exc:
         raise click.ClickException(str(exc)) from exc
     if as_json:
@@ -260,10 +284,16 @@ def trigger(event_json, event_file, game_date, trigger_source, as_json) -> None:
 def start(game_date, wait_minutes, poll_seconds, force, trigger_source, as_json) -> None:
     """Scheduler backup: wait for Phase 4, then dispatch (partially unless critical)."""
     date = game_date or today_pacific()
-    result = _run(lambda: _dispatcher().start(
-        date, wait_minutes=wait_minutes, poll_seconds=poll_seconds, force=force,
-        trigger_source=trigger_source,
-    ))  # fmt: skip
+    if not force and wait_minutes:  # on a terminal the INFO lines of each poll are hidden
+        logs.progress(f"start {date}: waiting up to {wait_minutes:g} min for Phase 4"
+                      f" (a poll every {poll_seconds:g} s)")  # fmt: skip
+    try:
+        result = _run(lambda: _dispatcher().start(
+            date, wait_minutes=wait_minutes, poll_seconds=poll_seconds, force=force,
+            trigger_source=trigger_source,
+        ))  # fmt: skip
+    finally:
+        logs.progress_done()
     _finish(result, as_json)
 
 
@@ -311,8 +341,9 @@ def backfill(start_date, end_date, chunk_days, trigger_source, as_json) -> None:
         raise click.BadParameter(f"{end_date} is before --start {start_date}",
                                  param_hint="'--end'")  # fmt: skip
     days = (end_date - start_date).days + 1
-    with click.progressbar(length=days, label="backfill", file=click.get_text_stream("stderr"),
-                           show_pos=True) as bar:  # fmt: skip
+    stderr = click.get_text_stream("stderr")
+    with click.progressbar(length=days, label="backfill", file=stderr, show_pos=True,
+                           hidden=not logs.shows_progress(stderr)) as bar:  # fmt: skip
         result = _run(lambda: _dispatcher().backfill(
             start_date, end_date, chunk_days=chunk_days, progress=bar.update,
             trigger_source=trigger_source,
@@ -333,26 +364,70 @@ def backfill(start_date, end_date, chunk_days, trigger_source, as_json) -> None:
               help="Requests written per warehouse round trip.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def worker(source, subscription, max_messages, idle_exit_seconds, batch_size, as_json) -> None:
-    """Reference Phase 5 worker: consume requests, write the five systems' predictions."""
+    """Reference Phase 5 worker: consume requests, write the five systems' predictions.
+    SIGTERM or Ctrl-C stops it once the batch in hand is written and acknowledged; it
+    then prints its closing line and exits 0 (130 after Ctrl-C)."""
     from .sandbox.worker import WorkerError, run_worker
 
     settings = _settings()
+    stop, caught = threading.Event(), list[int]()
+    received = 0
+
+    def counted(size: int) -> None:
+        nonlocal received
+        received += size
+        logs.progress(f"worker: {received} requests so far (Ctrl-C stops)")
+
+    logs.progress("worker: waiting for requests (Ctrl-C stops)")
     try:
-        result = _run(lambda: run_worker(
-            settings, source=source or settings.transport, subscription=subscription,
-            max_messages=max_messages, idle_exit_seconds=idle_exit_seconds,
-            batch_size=batch_size,
-        ))  # fmt: skip
+        with _stop_on_signals(stop, caught):
+            result = _run(lambda: run_worker(
+                settings, source=source or settings.transport, subscription=subscription,
+                max_messages=max_messages, idle_exit_seconds=idle_exit_seconds,
+                batch_size=batch_size, progress=counted, stop=stop,
+            ))  # fmt: skip
     except (WorkerError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
+    finally:
+        logs.progress_done()
+    stopped_by = signal.Signals(caught[0]).name if caught else None
     if as_json:
-        click.echo(json.dumps(result.as_json()))
+        payload: dict[str, object] = dict(result.as_json())
+        if stopped_by:
+            payload["stopped_by"] = stopped_by
+        click.echo(json.dumps(payload))
     else:
         click.echo(
             f"worker: {result.received} requests, {result.written_players} players written,"
             f" {result.duplicates} duplicates, {result.failed} failed"
-            f" ({result.duration_ms} ms)"
+            f" ({result.duration_ms} ms)" + (f"; stopped by {stopped_by}" if stopped_by else "")
         )
+    if stopped_by == "SIGINT":
+        raise SystemExit(130)
+
+
+@contextlib.contextmanager
+def _stop_on_signals(stop: threading.Event, caught: list[int]):
+    """While the block runs, SIGTERM and SIGINT set ``stop`` and are noted in ``caught``;
+    a second one acts as it would have (Ctrl-C: KeyboardInterrupt; SIGTERM: the end)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers belong to the main thread
+        return
+    previous: dict[int, Any] = {}
+
+    def handler(signum: int, _frame: Any) -> None:
+        caught.append(signum)
+        stop.set()
+        signal.signal(signum, previous[signum])
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        old = signal.signal(sig, handler)
+        previous[sig] = signal.SIG_DFL if old is None else old
+    try:
+        yield
+    finally:
+        for signum, handling in previous.items():
+            signal.signal(signum, handling)
 
 
 # -- configuration ----------------------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +30,10 @@ class DbtResult:
         return [uid for uid, status in self.statuses if status.lower() in bad]
 
 
+#: ``progress(done, total, node_name, status)``: a node of a dbt run finished.
+NodeProgress = Callable[[int, int, str, str], None]
+
+
 @contextlib.contextmanager
 def _environment(values: Mapping[str, str]) -> Iterator[None]:
     saved = {key: os.environ.get(key) for key in values}
@@ -51,8 +55,12 @@ def run_dbt(
     vars: Mapping[str, Any] | None = None,
     quiet: bool = True,
     check: bool = True,
+    progress: NodeProgress | None = None,
 ) -> DbtResult:
-    """Run one dbt command (e.g. ``["build"]``) against the settings' warehouse."""
+    """Run one dbt command (e.g. ``["build"]``) against the settings' warehouse.
+
+    ``progress(done, total, node_name, status)`` is called as each node finishes
+    (from dbt's threads; its errors are ignored)."""
     import json
 
     from dbt.cli.main import dbtRunner
@@ -74,7 +82,8 @@ def run_dbt(
     # dbt keeps global state: one invocation at a time per process.
     with _lock, _environment(settings.dbt_env()):
         try:
-            outcome = dbtRunner().invoke(args)
+            callbacks = [_node_events(progress)] if progress is not None else []
+            outcome = dbtRunner(callbacks=callbacks).invoke(args)
         finally:
             if settings.warehouse == "duckdb":
                 _release_duckdb_file()
@@ -91,6 +100,30 @@ def run_dbt(
     return result
 
 
+def _node_events(progress: NodeProgress) -> Callable[[Any], None]:
+    """A dbtRunner callback turning dbt's events into ``progress`` calls: the total from
+    the first LogStartLine, one call per NodeFinished."""
+    lock = threading.Lock()
+    counts = {"done": 0, "total": 0}
+
+    def callback(event: Any) -> None:
+        try:
+            name = event.info.name
+            if name == "LogStartLine":
+                with lock:
+                    counts["total"] = max(counts["total"], int(event.data.total))
+            elif name == "NodeFinished":
+                info = event.data.node_info
+                with lock:
+                    counts["done"] += 1
+                    done, total = counts["done"], max(counts["total"], counts["done"])
+                progress(done, total, str(info.node_name), str(info.node_status))
+        except Exception:  # progress is for people: it never breaks a build
+            pass
+
+    return callback
+
+
 def _release_duckdb_file() -> None:
     """dbt-duckdb keeps its connection open for the life of the process; close it so
     that other processes (a second dispatcher, a worker) can open the file."""
@@ -102,9 +135,14 @@ def _release_duckdb_file() -> None:
     DuckDBConnectionManager.close_all_connections()
 
 
-def build(settings: Settings, *, vars: Mapping[str, Any] | None = None) -> DbtResult:
+def build(
+    settings: Settings,
+    *,
+    vars: Mapping[str, Any] | None = None,
+    progress: NodeProgress | None = None,
+) -> DbtResult:
     """``dbt build``: create or refresh every model and run every test but the gate."""
-    return run_dbt(settings, ["build"], vars=vars)
+    return run_dbt(settings, ["build"], vars=vars, progress=progress)
 
 
 def readiness_gate(settings: Settings, game_date: str) -> DbtResult:

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from .. import dbt, display, marts
 from ..config import Settings
 from ..dispatch import Dispatcher, RunResult
+from ..logs import log, progress, progress_done
 from ..warehouse import connect
 from .load import write_duckdb
 from .slate import SlateSpec, generate_slate
@@ -22,6 +25,8 @@ Echo = Callable[[str], None]
 #: Share of the expected players Phase 4 makes ready in its first wave.
 FIRST_WAVE = 0.85
 DEMO_PROJECT = "nba-demo"
+#: The demo's mark on a warehouse file it may rewrite: one row per game date it wrote.
+MARKER = "nba_orchestration.sandbox_marker"
 
 COVERAGE_COLUMNS = [
     "players_expected", "players_ready", "players_predicted", "players_in_flight",
@@ -52,8 +57,21 @@ def _utc_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(microsecond=0)
 
 
-def run_demo(settings: Settings, game_date: dt.date, echo: Echo = print) -> DemoResult:
-    """Run the story on the embedded DuckDB (transport local, or pubsub on the emulator)."""
+def run_demo(
+    settings: Settings,
+    game_date: dt.date,
+    echo: Echo = print,
+    *,
+    steps: Echo | None = None,
+    overwrite: bool = False,
+) -> DemoResult:
+    """Run the story on the embedded DuckDB (transport local, or pubsub on the emulator).
+
+    ``echo`` prints the outcome (the status check and the marts), ``steps`` the story's
+    steps (default: ``echo``). The demo replaces its date's inputs and ledger rows, so it
+    refuses (DemoError) a warehouse file holding data it did not write, unless
+    ``overwrite``; see :func:`claim_warehouse`."""
+    step = echo if steps is None else steps
     if settings.warehouse != "duckdb":
         raise DemoError("the demo runs on the embedded default (DISPATCHER_WAREHOUSE=duckdb)")
     if settings.transport == "pubsub":
@@ -72,31 +90,32 @@ def run_demo(settings: Settings, game_date: dt.date, echo: Echo = print) -> Demo
         phase4_completed_at=now,
     )
     counts = spec.counts()
+    claim_warehouse(settings.duckdb_path, game_date, overwrite=overwrite)
     slate = generate_slate(spec)
-    echo(f"[1/7] sample slate for {game_date}: {counts.players} players on {spec.teams} teams,"
+    step(f"[1/7] sample slate for {game_date}: {counts.players} players on {spec.teams} teams,"
          f" {counts.expected} expected to play")  # fmt: skip
     write_duckdb(settings.duckdb_path, slate)
-    echo(f"[2/7] dbt build into {settings.duckdb_path} (models and tests)")
-    dbt.build(settings)
+    step(f"[2/7] dbt build into {settings.duckdb_path} (models and tests)")
+    _build(settings)
     _forget_earlier_runs(settings, slate)
 
     dispatcher = Dispatcher(settings)
-    echo(f"[3/7] Phase 4 wave 1: {counts.ready} of {counts.expected} ready;"
+    step(f"[3/7] Phase 4 wave 1: {counts.ready} of {counts.expected} ready;"
          " the completion event triggers the dispatcher")  # fmt: skip
     first = dispatcher.trigger(game_date, trigger_source="pubsub")
     _check(first)
-    echo(f"      published {first.requests_published} requests ({settings.transport})")
+    step(f"      published {first.requests_published} requests ({settings.transport})")
     worked = _work(settings, first.requests_published)
-    echo(f"[4/7] reference worker: {worked} players predicted by all five systems")
+    step(f"[4/7] reference worker: {worked} players predicted by all five systems")
 
-    echo(f"[5/7] Phase 4 wave 2: the other {counts.not_ready} players become ready;"
+    step(f"[5/7] Phase 4 wave 2: the other {counts.not_ready} players become ready;"
          " the 06:15 retry")  # fmt: skip
     _second_wave(settings, game_date)
     second = dispatcher.retry(game_date, trigger_source="scheduler")
     _check(second)
-    echo(f"      published {second.requests_published} requests")
+    step(f"      published {second.requests_published} requests")
     worked += _work(settings, second.requests_published)
-    echo(f"[6/7] reference worker: {worked} players predicted in all")
+    step(f"[6/7] reference worker: {worked} players predicted in all")
 
     status = dispatcher.status(game_date, trigger_source="scheduler")
     echo(f"[7/7] 07:00 status check: {status.outcome}, {status.players_predicted} of"
@@ -119,16 +138,117 @@ def _check(result: RunResult) -> None:
         raise DemoError(f"{result.command} failed: {result.outcome} {result.error or ''}")
 
 
+def _build(settings: Settings) -> None:
+    """``dbt build``, its nodes counted on the progress line as they finish."""
+
+    def node_done(done: int, total: int, name: str, status: str) -> None:
+        progress(f"      building {done}/{total} {name} ({status})")
+
+    t0 = time.perf_counter()
+    try:
+        result = dbt.build(settings, progress=node_done)
+    finally:
+        progress_done()
+    log("INFO", "dbt build finished", nodes=len(result.statuses),
+        duration_ms=int((time.perf_counter() - t0) * 1000))  # fmt: skip
+
+
 def _work(settings: Settings, published: int) -> int:
     if not published:
         return 0
-    result = run_worker(
-        settings,
-        source=settings.transport,
-        max_messages=published,
-        idle_exit_seconds=10 if settings.transport == "pubsub" else 0.5,
-    )
+    done = 0
+
+    def batch_done(size: int) -> None:
+        nonlocal done
+        done += size
+        progress(f"      reference worker: {done} of {published} requests")
+
+    try:
+        result = run_worker(
+            settings,
+            source=settings.transport,
+            max_messages=published,
+            idle_exit_seconds=10 if settings.transport == "pubsub" else 0.5,
+            progress=batch_done,
+        )
+    finally:
+        progress_done()
     return result.written_players
+
+
+def claim_warehouse(path: Path, game_date: dt.date, *, overwrite: bool = False) -> None:
+    """Make sure the demo may write ``game_date`` into the DuckDB file at ``path``.
+
+    A missing file, one without rows, or one the demo made (its MARKER table lists the
+    game dates it wrote, and no other phase's table holds another date) is the demo's:
+    the date is added to the marker. Any other file holding data is refused with a
+    DemoError naming it and ``--overwrite``, before anything is written (the file is
+    opened read-only); with ``overwrite`` the demo goes on, and leaves that file
+    unmarked."""
+    import duckdb
+
+    if path.exists():
+        with duckdb.connect(str(path), read_only=True) as con:
+            foreign = _foreign_data(con)
+        if foreign is not None:
+            if not overwrite:
+                raise DemoError(
+                    f"{path} holds data the demo did not write ({foreign}); the demo would"
+                    f" replace {game_date}'s inputs and ledger rows: point"
+                    " DISPATCHER_DUCKDB_PATH at another file, or pass --overwrite"
+                )
+            log("WARNING", f"--overwrite: the demo replaces {game_date}'s rows in {path}",
+                path=str(path), found=foreign)  # fmt: skip
+            return
+    with duckdb.connect(str(path)) as con:
+        schema = MARKER.split(".")[0]
+        con.execute(f"create schema if not exists {schema}")
+        con.execute(
+            f"create table if not exists {MARKER}"
+            " (game_date date primary key, written_at timestamp not null)"
+        )
+        con.execute(
+            f"insert or replace into {MARKER} (game_date, written_at) values (?, ?)",
+            [game_date, _utc_now().replace(tzinfo=None)],
+        )
+
+
+def _foreign_data(con: Any) -> str | None:
+    """What in an open DuckDB file the demo did not write (a short description), or None.
+
+    Without the marker, any row of any table is foreign. With it, the dispatcher's own
+    tables (nba_orchestration: the ledger, run log, ... of the demo's sandbox) are the
+    demo's, and the other phases' tables may hold only the marked dates."""
+    tables = con.execute(
+        "select c.table_schema, c.table_name, bool_or(c.column_name = 'game_date')"
+        " from information_schema.columns c join information_schema.tables t"
+        " using (table_catalog, table_schema, table_name)"
+        " where c.table_catalog = current_database() and t.table_type = 'BASE TABLE'"
+        " group by all order by all"
+    ).fetchall()
+    schema, name = MARKER.split(".")
+    marked = any((s, n) == (schema, name) for s, n, _ in tables)
+    for table_schema, table_name, dated in tables:
+        if (table_schema, table_name) == (schema, name):
+            continue
+        if marked and table_schema == schema:
+            continue
+        relation = f'"{table_schema}"."{table_name}"'
+        if dated:
+            others = (
+                f" where game_date is null or game_date not in (select game_date from {MARKER})"
+                if marked
+                else ""
+            )
+            rows = con.execute(
+                f"select distinct game_date from {relation}{others} order by 1 limit 3"
+            ).fetchall()
+            if rows:
+                dates = ", ".join(str(row[0]) for row in rows)
+                return f"{table_schema}.{table_name} has game dates {dates}"
+        elif con.execute(f"select exists (select 1 from {relation})").fetchone()[0]:
+            return f"{table_schema}.{table_name} has rows"
+    return None
 
 
 def _prepare_pubsub(project: str) -> None:

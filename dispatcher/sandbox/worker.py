@@ -7,13 +7,15 @@ failed ones included (a redelivery would fail the same way). If the write itself
 failing, the batch is left unacknowledged (Pub/Sub: nacked) and :class:`WorkerError` is
 raised; so is it, before any message is taken, when a system of the dbt var
 required_systems has no implementation. The worker stops after ``max_messages``
-requests, or once ``idle_exit_seconds`` pass without one; with neither it runs until
+requests, or once ``idle_exit_seconds`` pass without one, or once ``stop`` is set (the
+batch in hand is written and acknowledged first); with none of them it runs until
 interrupted. On DuckDB the file is released while the worker is idle, so a dispatcher
 in another process can open it.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -51,13 +53,15 @@ def run_worker(
     idle_exit_seconds: float | None = None,
     batch_size: int = 100,
     progress: Callable[[int], None] | None = None,
+    stop: threading.Event | None = None,
 ) -> WorkerResult:
     """Consume prediction requests until ``max_messages`` were processed or nothing
     arrived for ``idle_exit_seconds``; write their predictions; return the tally.
 
     ``source``: ``local`` (the outbox table in settings.duckdb_path) or ``pubsub``
     (``subscription`` in settings.gcp_project; a full ``projects/...`` path also
-    works). ``progress(n)`` is called after each batch with its size.
+    works). ``progress(n)`` is called after each batch with its size. Once ``stop`` is
+    set (e.g. by a signal handler) the worker takes no new batch and returns.
     """
     if source not in ("local", "pubsub"):
         raise ValueError(f"source must be 'local' or 'pubsub', got {source!r}")
@@ -88,7 +92,8 @@ def run_worker(
                 credentials=settings.pubsub_credentials(),
             )  # fmt: skip
         try:
-            _loop(feed, handles, result, max_messages, idle_exit_seconds, batch_size, progress)
+            _loop(feed, handles, result, max_messages, idle_exit_seconds, batch_size, progress,
+                  stop)  # fmt: skip
         except SourceError as exc:
             raise WorkerError(str(exc)) from exc
         finally:
@@ -97,7 +102,8 @@ def run_worker(
         handles.close()
         result.duration_ms = int((time.perf_counter() - t0) * 1000)
         tally: dict[str, Any] = result.as_json()
-        log("INFO", "worker finished", **tally)
+        stopped = True if stop is not None and stop.is_set() else None
+        log("INFO", "worker finished", **tally, stopped=stopped)
     return result
 
 
@@ -109,9 +115,12 @@ def _loop(
     idle_exit_seconds: float | None,
     batch_size: int,
     progress: Callable[[int], None] | None,
+    stop: threading.Event | None = None,
 ) -> None:
     last_message = time.monotonic()
     while max_messages is None or result.received < max_messages:
+        if stop is not None and stop.is_set():
+            return
         want = (
             batch_size if max_messages is None else min(batch_size, max_messages - result.received)
         )
