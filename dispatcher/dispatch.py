@@ -200,6 +200,14 @@ class Dispatcher:
         ]
 
     @staticmethod
+    def _no_games(result: RunResult) -> RunResult:
+        """A date without a game on the NBA schedule: a quiet no-op, never an alert."""
+        result.outcome, result.exit_code = "no_games", EXIT_OK
+        log("INFO", f"no game on the NBA schedule for {result.game_date}: nothing to do",
+            game_date=result.game_date.isoformat(), run_id=result.run_id)  # fmt: skip
+        return result
+
+    @staticmethod
     def _counts(result: RunResult, coverage: dict[str, Any] | None) -> None:
         if coverage:
             result.players_expected = coverage["players_expected"]
@@ -236,13 +244,16 @@ class Dispatcher:
         with stages.stage("coverage"):
             coverage = marts.coverage(wh, game_date)
         self._counts(result, coverage)
-        critical = coverage is None or coverage["is_phase4_critical"]
-        if not claimed and refuse_critical and critical and not force:
+        if not claimed and not is_game_day(coverage):
+            return self._no_games(result)
+        assert coverage is not None  # a game day has a coverage row
+        if not claimed and refuse_critical and coverage["is_phase4_critical"] and not force:
             result.outcome, result.exit_code = "critical", EXIT_CRITICAL
             self._alert(wh, result, [alerting.Alert(
                 game_date, "phase4_critical", "critical",
-                f"Phase 4 insufficient for {game_date}: no Phase 3 slate; nothing dispatched"
-                if coverage is None else
+                f"Phase 4 insufficient for {game_date}: {coverage['games_scheduled']} games"
+                " scheduled but no expected player in the Phase 3 slate; nothing dispatched"
+                if not coverage["players_expected"] else
                 f"Phase 4 insufficient for {game_date}: {coverage['players_ready']} players"
                 f" ready (< {coverage['critical_ready_count']}); nothing dispatched",
             )])  # fmt: skip
@@ -372,7 +383,8 @@ class Dispatcher:
             while not force:
                 with self.warehouse() as wh:
                     readiness = marts.readiness(wh, game_date)
-                if readiness and readiness["is_ready"]:
+                # No game: nothing to wait for (the dispatch below says no_games).
+                if not is_game_day(readiness) or (readiness or {}).get("is_ready"):
                     break
                 remaining = deadline - self.clock()
                 if remaining <= 0:
@@ -393,15 +405,18 @@ class Dispatcher:
         with self.warehouse() as wh, self._run("status", game_date, trigger_source, wh) as result:
             coverage = marts.coverage(wh, game_date)
             self._counts(result, coverage)
-            level = coverage["alert_level"] if coverage else "critical"
+            if not is_game_day(coverage):
+                return self._no_games(result)
+            assert coverage is not None  # a game day has a coverage row
+            level = coverage["alert_level"]
             result.outcome = "ok" if level == "ok" else "sla_breach"
             result.exit_code = EXIT_OK if level == "ok" else EXIT_SLA_BREACH
             if level != "ok":
-                pct = coverage["coverage_pct"] if coverage else None
+                pct = coverage["coverage_pct"]
+                shown = "unknown (no expected player)" if pct is None else f"{pct:.1f} %"
                 self._alert(wh, result, [alerting.Alert(
                     game_date, "coverage", level,
-                    f"Prediction coverage for {game_date} is "
-                    f"{'unknown (no slate)' if pct is None else f'{pct:.1f} %'}: "
+                    f"Prediction coverage for {game_date} is {shown}: "
                     f"{result.players_predicted} of {result.players_expected} players "
                     "predicted at the status check",
                 )])  # fmt: skip
@@ -494,7 +509,8 @@ class Dispatcher:
             with result.stages.stage("coverage"):
                 coverage = wh.query(
                     f"select * from {marts.COVERAGE}"
-                    " where game_date between @game_date and @through order by game_date",
+                    " where game_date between @game_date and @through and is_game_day"
+                    " order by game_date",
                     {"game_date": start, "through": end},
                 )
             for row in coverage:
@@ -546,8 +562,8 @@ class Dispatcher:
                 for player in marts.dispatch_state(wh, game_date)
             ]
             would = sum(1 for item in result.plan if item["action"] == "publish")
-            if readiness is None:
-                result.outcome, result.exit_code = "no_slate", EXIT_CRITICAL
+            if readiness is None or not readiness["is_game_day"]:
+                result.outcome = "no_games"
             elif readiness["is_critical"]:
                 result.outcome, result.exit_code = "critical", EXIT_CRITICAL
             else:
@@ -556,6 +572,11 @@ class Dispatcher:
                 (readiness or {}).get("players_in_slate", 0) - result.players_expected
             )
         return result
+
+
+def is_game_day(row: dict[str, Any] | None) -> bool:
+    """Whether a readiness or coverage row (None: the date has none) is a game day."""
+    return row is not None and bool(row["is_game_day"])
 
 
 def _submit(

@@ -78,7 +78,7 @@ def _build_scenarios(settings, write) -> None:
     from dispatcher import dbt
     from dispatcher.sandbox.slate import generate_slate
 
-    slates = [generate_slate(spec) for spec in scenarios.ALL]
+    slates = [generate_slate(spec) for spec in (*scenarios.ALL, *scenarios.GAME_DAY_EDGES)]
     write(slates, include_ledger=False)
     dbt.build(settings, vars={"as_of": scenarios.AS_OF})
     write(slates, include_ledger=True)

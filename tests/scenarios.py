@@ -39,5 +39,14 @@ COMPLETE = SlateSpec(
 )
 
 ALL = (READY, READY_BY_COUNT, NOT_READY, CRITICAL, COMPLETE)
-#: A date with no slate at all.
+#: A date with no slate and no game: every command is a quiet no-op.
 NO_SLATE_DATE = dt.date(2026, 11, 23)
+#: Games on the schedule but Phase 3 never wrote the slate: critical.
+NO_PHASE3 = SlateSpec(game_date=dt.date(2026, 11, 22), teams=4, phase3_written=False, now=NOW)
+#: A full, ready slate on a date without a game on the schedule: still no games.
+OFF_SCHEDULE = SlateSpec(
+    game_date=dt.date(2026, 11, 21), teams=4, share_production_ready=1.0, on_schedule=False,
+    seed=5, now=NOW,
+)  # fmt: skip
+#: The game-day edges, written beside ALL.
+GAME_DAY_EDGES = (NO_PHASE3, OFF_SCHEDULE)

@@ -86,7 +86,7 @@ def write_duckdb(
 ) -> dict[str, int]:
     """Replace the slate's game_date rows in a DuckDB database; return rows written per table.
 
-    `con_or_path` is a duckdb connection or a database file path. Schemas and the three
+    `con_or_path` is a duckdb connection or a database file path. Schemas and the four
     upstream tables are created if missing; each written date's rows are deleted and
     re-inserted in one transaction, other dates are left alone. Several slates (a list or
     a generator, for a history) go in one pass: one delete and one bulk insert per table.

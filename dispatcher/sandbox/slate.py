@@ -1,10 +1,11 @@
 """Sample slates: the Phase 3/4/5 rows of one game date, with predictable counts.
 
 A `SlateSpec` says how many players fall in each readiness state; `generate_slate` turns
-it into rows for the tables of :mod:`.tables` (`upcoming_player_game_context`,
-`ml_feature_store_v2`, `player_prop_predictions` and the `request_ledger` rows of an
-earlier run); :mod:`.load` writes them to a warehouse. `SlateSpec.counts()` gives every
-number the readiness / coverage marts must report, without generating rows.
+it into rows for the tables of :mod:`.tables` (the slate's games in `nbac_schedule`,
+`upcoming_player_game_context`, `ml_feature_store_v2`, `player_prop_predictions` and
+the `request_ledger` rows of an earlier run); :mod:`.load` writes them to a warehouse.
+`SlateSpec.counts()` gives every number the readiness / coverage marts must report,
+without generating rows.
 
 Semantics the counts follow (the dbt marts implement the same):
 
@@ -166,6 +167,11 @@ class SlateSpec:
     now: datetime | None = None
     phase4_completed_at: datetime | None = None
     share_lease_expired: float = 0.0
+    #: Write the slate's games to the NBA schedule (False: a slate on a date with no game).
+    on_schedule: bool = True
+    #: False: the games are scheduled but Phase 3 never wrote the slate, so only the
+    #: schedule rows are generated and the slate's counts are all zero.
+    phase3_written: bool = True
 
     def __post_init__(self) -> None:
         if isinstance(self.game_date, datetime) or not isinstance(self.game_date, date):
@@ -246,7 +252,7 @@ class SlateSpec:
 
 @dataclass
 class Slate:
-    """Rows of the four tables for one game date, plus what they are meant to show.
+    """Rows of the five tables for one game date, plus what they are meant to show.
 
     Row dicts have exactly the table's columns; timestamps are tz-aware UTC datetimes,
     dates are `date`, NUMERIC values are floats with at most two decimals.
@@ -258,6 +264,7 @@ class Slate:
     now: datetime
     phase4_completed_at: datetime
     counts: SlateCounts
+    schedule: list[dict[str, Any]] = field(default_factory=list)
     context: list[dict[str, Any]] = field(default_factory=list)
     features: list[dict[str, Any]] = field(default_factory=list)
     predictions: list[dict[str, Any]] = field(default_factory=list)
@@ -269,7 +276,7 @@ class Slate:
         return self.spec.game_date
 
     def rows(self, key: str) -> list[dict[str, Any]]:
-        """Rows for a table key: context, features, predictions or ledger."""
+        """Rows for a table key: schedule, context, features, predictions or ledger."""
         return getattr(self, key)
 
 
@@ -406,6 +413,21 @@ def generate_slate(spec: SlateSpec) -> Slate:
         edge_minutes[below[0]] = MIN_MINUTES - 0.1
 
     slate = Slate(spec=spec, now=now, phase4_completed_at=phase4, counts=counts)
+    if spec.on_schedule:
+        slate.schedule = [
+            {
+                "game_id": game_id,
+                "game_date": day,
+                "home_team_tricode": home,
+                "away_team_tricode": away,
+                "game_status": 1,
+            }
+            for game_id, away, home in games
+        ]
+    if not spec.phase3_written:
+        slate.counts = SlateCounts(**dict.fromkeys((f.name for f in fields(SlateCounts)), 0))
+        slate.player_states = {}
+        return slate
     processed_base = phase4 - timedelta(hours=2, minutes=30)
     feature_offsets: dict[int, int] = {}
     for i, (player, team, opponent, game_id, is_home) in enumerate(slots):

@@ -1,11 +1,13 @@
-"""The upstream tables a sample slate fills (Phase 3 context, Phase 4 features, Phase 5
-predictions, the request ledger): where each lives, its columns and their types."""
+"""The upstream tables a sample slate fills (the NBA schedule, Phase 3 context, Phase 4
+features, Phase 5 predictions, the request ledger): where each lives, its columns and
+their types."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 __all__ = [
+    "SCHEDULE",
     "CONTEXT",
     "FEATURES",
     "LEDGER",
@@ -49,6 +51,18 @@ DATE = ("DATE", "DATE")
 BOOL = ("BOOLEAN", "BOOL")
 INT64 = ("BIGINT", "INT64")
 
+SCHEDULE = Table(
+    "schedule",
+    "nba_raw",
+    "nbac_schedule",
+    (
+        ("game_id", *STRING),
+        ("game_date", *DATE),
+        ("home_team_tricode", *STRING),
+        ("away_team_tricode", *STRING),
+        ("game_status", *INT64),
+    ),
+)
 CONTEXT = Table(
     "context",
     "nba_analytics",
@@ -120,7 +134,7 @@ LEDGER = Table(
         ("message_id", *STRING),
     ),
 )
-TABLES = {table.key: table for table in (CONTEXT, FEATURES, PREDICTIONS)}
+TABLES = {table.key: table for table in (SCHEDULE, CONTEXT, FEATURES, PREDICTIONS)}
 LEDGER_COLUMNS = LEDGER.column_names
 
 

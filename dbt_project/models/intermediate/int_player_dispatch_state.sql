@@ -25,6 +25,12 @@ requests as (
 
 ),
 
+game_days as (
+
+    select * from {{ ref('int_game_days') }}  -- noqa: PRS
+
+),
+
 joined as (
 
     select
@@ -35,6 +41,9 @@ joined as (
         slate.opponent_team_abbr,
         slate.is_home,
         slate.current_points_line,
+
+        -- the NBA schedule decides whether the date is dispatched at all
+        game_days.game_date is not null as is_game_day,
 
         features.player_lookup is not null as has_features,
         coalesce(features.is_production_ready, false) as is_ready,
@@ -66,6 +75,8 @@ joined as (
         on
             slate.game_date = requests.game_date
             and slate.player_lookup = requests.player_lookup
+    left join game_days
+        on slate.game_date = game_days.game_date
     where slate.is_expected
 
 ),
@@ -76,6 +87,7 @@ final as (
         *,
         case
             when is_predicted then 'predicted'
+            when not is_game_day then 'not_ready'
             when not is_ready then 'not_ready'
             when is_leased then 'in_flight'
             else 'pending'
@@ -83,6 +95,8 @@ final as (
         case
             when is_predicted
                 then 'all {{ var("required_systems") | length }} systems predicted'
+            when not is_game_day
+                then 'no game on the NBA schedule for this date'
             when not has_features
                 then 'no row in ml_feature_store_v2'
             when not is_ready
@@ -110,7 +124,10 @@ with_request_id as (
         {{ request_id('game_date', 'player_lookup', 'next_attempt') }} as next_request_id,
         {{ float_array_or_empty('current_points_line') }} as line_values,
         -- `start --force` requests predicted players again, once per lease
-        state = 'pending' or (state = 'predicted' and not is_leased) as can_force_request
+        is_game_day
+        and (
+            state = 'pending' or (state = 'predicted' and not is_leased)
+        ) as can_force_request
     from final
 
 )

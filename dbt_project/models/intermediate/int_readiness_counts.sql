@@ -22,6 +22,12 @@ features as (
 
 ),
 
+game_days as (
+
+    select * from {{ ref('int_game_days') }}  -- noqa: PRS
+
+),
+
 -- Expected players, with the order in which Phase 4 made them ready.
 expected_players as (
 
@@ -43,6 +49,7 @@ per_source as (
 
     select
         game_date,
+        0 as games_scheduled,
         count(*) as players_in_slate,
         0 as players_expected,
         0 as players_in_feature_store,
@@ -58,6 +65,7 @@ per_source as (
     -- the lower of the count threshold and the share threshold of the expected.
     select
         game_date,
+        0 as games_scheduled,
         0 as players_in_slate,
         count(*) as players_expected,
         count(case when has_features then 1 end) as players_in_feature_store,
@@ -84,6 +92,7 @@ per_source as (
 
     select
         game_date,
+        0 as games_scheduled,
         0 as players_in_slate,
         0 as players_expected,
         0 as players_in_feature_store,
@@ -93,12 +102,26 @@ per_source as (
     from features
     group by game_date
 
+    union all
+
+    select
+        game_date,
+        games_scheduled,
+        0 as players_in_slate,
+        0 as players_expected,
+        0 as players_in_feature_store,
+        0 as players_ready,
+        cast(null as timestamp) as phase4_ready_at,
+        cast(null as timestamp) as phase4_completed_at
+    from game_days
+
 ),
 
 final as (
 
     select
         game_date,
+        cast(sum(games_scheduled) as int64) as games_scheduled,
         cast(sum(players_in_slate) as int64) as players_in_slate,
         cast(sum(players_expected) as int64) as players_expected,
         cast(sum(players_in_feature_store) as int64) as players_in_feature_store,
@@ -107,8 +130,9 @@ final as (
         max(phase4_ready_at) as phase4_ready_at
     from per_source
     group by game_date
-    -- dates with a Phase 3 slate only
-    having sum(players_in_slate) > 0
+    -- dates with a Phase 3 slate or a game on the schedule: a game day without a
+    -- slate is a row of zeros (critical), a date with neither has no row (no games)
+    having sum(players_in_slate) > 0 or sum(games_scheduled) > 0
 
 )
 

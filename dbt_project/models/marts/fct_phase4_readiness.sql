@@ -12,6 +12,10 @@ final as (
         -- key
         game_date,
 
+        -- the schedule: no game, no dispatch (and no alert)
+        games_scheduled,
+        games_scheduled > 0 as is_game_day,
+
         -- counts
         players_in_slate,
         players_expected,

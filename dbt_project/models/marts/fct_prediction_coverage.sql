@@ -31,6 +31,8 @@ joined as (
 
     select
         readiness.game_date,
+        readiness.games_scheduled,
+        readiness.is_game_day,
         coalesce(counted.players_expected, 0) as players_expected,
         coalesce(counted.players_ready, 0) as players_ready,
         coalesce(counted.players_predicted, 0) as players_predicted,
@@ -50,6 +52,10 @@ final as (
     select
         -- key
         game_date,
+
+        -- the schedule
+        games_scheduled,
+        is_game_day,
 
         -- counts
         players_expected,
@@ -75,6 +81,8 @@ final as (
         or players_expected - players_predicted - players_in_flight
         > {{ var('missing_warning_count') }} as is_missing_warning,
         case
+            -- no game, nothing to cover: never an alert
+            when not is_game_day then 'ok'
             when players_predicted = 0 then 'critical'
             when
                 players_predicted * 100

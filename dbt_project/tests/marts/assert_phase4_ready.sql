@@ -1,5 +1,6 @@
-{#- The readiness gate. Fails (returns a row) when --vars game_date is not ready,
-    including a date with no slate at all. The row's failure_reason quotes the counts
+{#- The readiness gate. Fails (returns a row) when --vars game_date is a game day
+    (a game on the NBA schedule) that is not ready, including a game day with no
+    Phase 3 slate. A date with no game passes: Phase 5 has nothing to do. The row's failure_reason quotes the counts
     and the thresholds fct_phase4_readiness applied; when dbt runs the gate, the reason
     is also logged, so that it shows in the console above dbt's "Got 1 result". -#}
 {{ config(tags=['readiness_gate'], severity='error') }}
@@ -24,6 +25,7 @@ final as (
 
     select
         checked_date.game_date,
+        readiness.games_scheduled,
         readiness.players_expected,
         readiness.players_ready,
         readiness.ready_pct,
@@ -34,7 +36,10 @@ final as (
         || cast(checked_date.game_date as string)
         || ': '
         || case
-            when readiness.game_date is null then 'no Phase 3 slate for this date'
+            when readiness.players_in_slate = 0
+                then
+                    cast(readiness.games_scheduled as string)
+                    || ' games scheduled but no Phase 3 slate for this date'
             else
                 cast(readiness.players_ready as string)
                 || ' of '
@@ -65,8 +70,8 @@ final as (
                 end
         end as failure_reason
     from checked_date
-    left join readiness on checked_date.game_date = readiness.game_date
-    where not coalesce(readiness.is_ready, false)
+    inner join readiness on checked_date.game_date = readiness.game_date
+    where readiness.is_game_day and not readiness.is_ready
 
 )
 
