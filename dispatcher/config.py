@@ -67,6 +67,8 @@ KNOWN_SETTINGS: tuple[KnownSetting, ...] = (
                  "standard: the Pub/Sub client talks to this emulator (no credentials)"),
     KnownSetting("DISPATCHER_PUBLISH_TIMEOUT", "10",
                  "seconds a publish batch may take before its messages fail"),
+    KnownSetting("DISPATCHER_LOG_FORMAT", "auto",
+                 "logs on stderr: json, text, or auto (text on a terminal, else JSON)"),
     KnownSetting("DISPATCHER_DBT_PROJECT_DIR", str(DEFAULT_DBT_PROJECT_DIR),
                  "where the dispatcher runs dbt (dbt_project.yml and profiles.yml)"),
     KnownSetting("DISPATCHER_DBT_TARGET_PATH", None,
