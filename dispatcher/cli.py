@@ -40,6 +40,13 @@ class GameDate(click.ParamType):
             self.fail(f"not a date the dispatcher takes: {exc}", param, ctx)
 
 
+class SettingsError(click.ClickException):
+    """Settings the dispatcher refuses: bad input (exit 2), one line, no usage text (the
+    command line itself was fine; the environment is what to fix)."""
+
+    exit_code = 2
+
+
 def _settings():
     from .config import ConfigError, Settings
 
@@ -47,7 +54,7 @@ def _settings():
         settings = Settings.from_env()
         settings.check_combination()
     except ConfigError as exc:
-        raise click.UsageError(str(exc)) from exc
+        raise SettingsError(str(exc)) from exc
     return settings
 
 
@@ -476,4 +483,4 @@ def config_command(as_json: bool) -> None:
         if report.ok:
             click.echo("settings OK")
     if not report.ok:
-        raise click.UsageError("; ".join(report.problems))
+        raise SettingsError("; ".join(report.problems))

@@ -85,6 +85,8 @@ def test_error_is_one_line_naming_what_to_fix(tmp_path, name):
     errors = [line for line in out.stderr.splitlines() if line.startswith("Error:")]
     assert len(errors) == 1, out.stderr
     assert names in errors[0]
+    # The environment is what to fix, not the command line: no usage text around it.
+    assert "Usage:" not in out.stderr, out.stderr
 
 
 def test_verbose_shows_the_traceback(tmp_path):
