@@ -437,6 +437,42 @@ def _stop_on_signals(stop: threading.Event, caught: list[int]):
             signal.signal(signum, handling)
 
 
+# -- serve ------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on (0.0.0.0 in a container, e.g. on Cloud Run).")  # fmt: skip
+@click.option("--port", type=click.IntRange(1, 65535), default=None,
+              help="Port [default: $PORT, as Cloud Run sets it, else 8080].")  # fmt: skip
+@click.option("--workers", type=click.IntRange(1, 32), default=1, show_default=True,
+              help="gunicorn worker processes; keep 1 on DuckDB (one writing process),"
+                   " more are for BigQuery.")  # fmt: skip
+@click.option("--threads", type=click.IntRange(1, 64), default=4, show_default=True,
+              help="Threads per worker: requests served at once by each.")  # fmt: skip
+def serve(host: str, port: int | None, workers: int, threads: int) -> None:
+    """HTTP service for Pub/Sub push (POST /trigger) and Cloud Scheduler (POST /start,
+    /retry, /status), GET /health, under gunicorn in the foreground; SIGTERM stops it
+    gracefully once the requests in hand are answered."""
+    from .config import ConfigError
+
+    settings = _settings()
+    try:
+        from .serve import ServeSettings, resolve_port, run
+
+        push = ServeSettings.from_env()
+        port = resolve_port(port)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from exc
+    if workers > 1 and settings.warehouse == "duckdb":
+        logs.log("WARNING", f"{workers} workers on DuckDB: the file admits one writing process"
+                 " at a time, so they wait for each other; use --threads instead")  # fmt: skip
+    if push.audience is None:
+        logs.log("WARNING", "DISPATCHER_PUSH_AUDIENCE is unset: requests are not authenticated")
+    with _without_pandas():  # for the life of the server: dispatch never needs pandas
+        run(settings, push, host=host, port=port, workers=workers, threads=threads)
+
+
 # -- configuration ----------------------------------------------------------------------
 
 

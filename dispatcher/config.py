@@ -91,11 +91,17 @@ KNOWN_SETTINGS: tuple[KnownSetting, ...] = (
                  "email channel: recipients, comma-separated", planned=True),
     KnownSetting("DISPATCHER_ALERT_REPEAT_HOURS", "24",
                  "repeat interval of a persisting alert", planned=True),
-    KnownSetting("DISPATCHER_PUSH_AUDIENCE", None, "OIDC check of push requests: audience",
-                 planned=True),
+    # `dispatcher serve`: the OIDC check of Pub/Sub push and Cloud Scheduler requests.
+    KnownSetting("DISPATCHER_PUSH_AUDIENCE", None,
+                 "serve: OIDC audience the Bearer tokens must carry; unset: no check"),
     KnownSetting("DISPATCHER_PUSH_SERVICE_ACCOUNTS", None,
-                 "OIDC check of push requests: service accounts, comma-separated",
-                 planned=True),
+                 "serve: the service accounts (token emails) allowed, comma-separated;"
+                 " required with DISPATCHER_PUSH_AUDIENCE"),
+    KnownSetting("DISPATCHER_PUSH_CERTS_URL", "https://www.googleapis.com/oauth2/v1/certs",
+                 "serve: where Google's token-signing certificates are fetched"),
+    KnownSetting("DISPATCHER_START_WAIT_MINUTES", "30",
+                 "minutes `start --wait-minutes` and serve's POST /start wait for Phase 4"
+                 " readiness (0 to 180)"),
 )  # fmt: skip
 
 _KNOWN = {setting.name: setting for setting in KNOWN_SETTINGS}
@@ -115,6 +121,11 @@ def is_secret(name: str) -> bool:
 def _env(env: Mapping[str, str], name: str) -> str | None:
     """The variable's value, or its default from KNOWN_SETTINGS: empty counts as unset."""
     return env.get(name) or _KNOWN[name].default
+
+
+def setting(name: str, environ: Mapping[str, str] | None = None) -> str | None:
+    """A known setting's value from the environment (or its default from KNOWN_SETTINGS)."""
+    return _env(os.environ if environ is None else environ, name)
 
 
 @dataclass(frozen=True)

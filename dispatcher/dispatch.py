@@ -56,6 +56,8 @@ class RunResult:
     dates: list[dict[str, Any]] | None = None
     #: Where the time went and how many warehouse statements the run sent.
     stages: Stages = field(default_factory=Stages, repr=False)
+    #: Outcome `waiting` (start_check): seconds until the next check is worth it.
+    retry_after_seconds: int | None = None
 
     def as_json(self) -> dict[str, Any]:
         out = {
@@ -80,6 +82,8 @@ class RunResult:
         if self.plan is not None:
             out["plan"] = self.plan
             out["players_filtered"] = self.players_filtered
+        if self.retry_after_seconds is not None:
+            out["retry_after_seconds"] = self.retry_after_seconds
         return out
 
 
@@ -398,6 +402,43 @@ class Dispatcher:
             with self.warehouse() as wh:
                 result.stages.attach(wh)
                 self._dispatch(wh, result, refuse_critical=True, force=force)
+        return result
+
+    def start_check(
+        self,
+        game_date: dt.date,
+        *,
+        scheduled_at: dt.datetime | None,
+        wait_minutes: float = 30,
+        now: dt.datetime | None = None,
+        retry_seconds: float = 60,
+        trigger_source: str = "scheduler",
+    ) -> RunResult:
+        """`start` without holding anything open: check readiness once. Ready (or no
+        game): dispatch now. Not ready while the wait, measured from ``scheduled_at``
+        (the scheduler's planned run time, aware UTC), is not over: outcome `waiting`
+        (exit 3, recorded in the run log), nothing claimed, and ``retry_after_seconds``
+        says when to call again. Not ready once the wait is over, or with no
+        ``scheduled_at`` (a manual call: nobody will call again): dispatch as `start`
+        does after its wait, partially when not critical, else `critical`."""
+        now = now or dt.datetime.now(dt.UTC)
+        with self.warehouse() as wh, self._run("start", game_date, trigger_source, wh) as result:
+            readiness = marts.readiness(wh, game_date)
+            if is_game_day(readiness) and not (readiness or {}).get("is_ready"):
+                waited = (now - scheduled_at).total_seconds() if scheduled_at else None
+                remaining = wait_minutes * 60 - waited if waited is not None else 0.0
+                if remaining > 0:
+                    self._counts(result, marts.coverage(wh, game_date))
+                    result.outcome, result.exit_code = "waiting", EXIT_CRITICAL
+                    result.retry_after_seconds = max(1, int(min(remaining, retry_seconds) + 0.999))
+                    log("INFO", "waiting for Phase 4", game_date=game_date.isoformat(),
+                        run_id=result.run_id, players_ready=result.players_ready,
+                        wait_remaining_seconds=int(remaining))  # fmt: skip
+                    return result
+                log("WARNING", f"Phase 4 not ready after {wait_minutes:g} min"
+                    if scheduled_at else "Phase 4 not ready; no schedule time: not waiting",
+                    game_date=game_date.isoformat(), run_id=result.run_id)  # fmt: skip
+            self._dispatch(wh, result, refuse_critical=True)
         return result
 
     def status(self, game_date: dt.date, *, trigger_source: str = "manual") -> RunResult:
