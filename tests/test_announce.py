@@ -289,7 +289,7 @@ def test_cli_prints_the_message_id_and_honours_json(pubsub_env, tmp_path):
 def test_cli_without_a_project_is_a_usage_error(tmp_path):
     out, _ = _cli(["announce", "--game-date", "2026-11-28"], tmp_path)
     assert out.returncode == 2
-    assert "Traceback" not in out.stderr
+    assert "Traceback" not in out.stderr and "Usage:" not in out.stderr
     errors = [line for line in out.stderr.splitlines() if line.startswith("Error:")]
     assert len(errors) == 1 and "DISPATCHER_GCP_PROJECT" in errors[0]
 
