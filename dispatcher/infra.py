@@ -165,14 +165,29 @@ def resolve(doc: Mapping[str, Any], given: Mapping[str, str | None]) -> dict[str
     return values
 
 
-def substitute(value: Any, params: Mapping[str, str], doc: Mapping[str, Any], what: str) -> Any:
+def substitute(
+    value: Any,
+    params: Mapping[str, str],
+    doc: Mapping[str, Any],
+    what: str,
+    also: Iterable[str] = (),
+) -> Any:
     """The value with every ${name} replaced; InfraError naming the option and variable
     of the first parameter without a value."""
-    missing = sorted(_placeholders(value) - params.keys())
+    specs = doc["parameters"]
+
+    def roots(name: str) -> set[str]:
+        # A default made of other parameters is missing because one of those is.
+        default = specs.get(name, {}).get("default")
+        if default is None:
+            return {name}
+        return set().union(*(roots(n) for n in _placeholders(default) - params.keys()))
+
+    needed = (_placeholders(value) | set(also)) - params.keys()
+    missing = sorted(set().union(*(roots(n) for n in needed)))
     if missing:
-        specs = doc["parameters"]
-        needed = ", ".join(f"{option_name(m)} ({specs[m]['env']})" for m in missing)
-        raise InfraError(f"{what} needs {needed}")
+        names = ", ".join(f"{option_name(m)} ({specs[m]['env']})" for m in missing)
+        raise InfraError(f"{what} needs {names}")
 
     def sub(item: Any) -> Any:
         if isinstance(item, str):
@@ -203,7 +218,7 @@ def location_path(project: str, region: str) -> str:
 
 def render_pubsub(doc: Mapping[str, Any], params: Mapping[str, str]) -> dict[str, list[dict]]:
     """{"topics": [Topic], "subscriptions": [Subscription]} as request dicts, full paths."""
-    section = substitute(doc["pubsub"], params, doc, "Pub/Sub")
+    section = substitute(doc["pubsub"], params, doc, "Pub/Sub", also=("project",))
     project = _project(params, doc)
     topics = [{**t, "name": topic_path(project, t["name"])} for t in section.get("topics") or []]
     subscriptions = []
@@ -222,7 +237,9 @@ def render_scheduler(doc: Mapping[str, Any], params: Mapping[str, str]) -> list[
     """One CreateJobRequest dict per job: {"parent", "job"}; the job's HTTP target is
     POST <service_url><path> with the shared headers, body (base64, as the API takes
     bytes) and OIDC token."""
-    section = substitute(doc["scheduler"], params, doc, "Cloud Scheduler")
+    section = substitute(
+        doc["scheduler"], params, doc, "Cloud Scheduler", also=("project", "region")
+    )
     parent = location_path(_project(params, doc), _region(params, doc))
     shared = section["http_target"]
     service_url = params["service_url"].rstrip("/")
@@ -245,7 +262,9 @@ def render_scheduler(doc: Mapping[str, Any], params: Mapping[str, str]) -> list[
 
 def render_run(doc: Mapping[str, Any], params: Mapping[str, str]) -> dict:
     """The CreateServiceRequest dict: {"parent", "service_id", "service"}."""
-    service = substitute(doc["run"]["service"], params, doc, "Cloud Run")
+    service = substitute(
+        doc["run"]["service"], params, doc, "Cloud Run", also=("project", "region")
+    )
     service = copy.deepcopy(service)
     service_id = service.pop("name")
     parent = location_path(_project(params, doc), _region(params, doc))
@@ -325,7 +344,7 @@ def diff(desired: Any, actual: Any, prefix: str = "") -> list[str]:
     if isinstance(desired, Mapping):
         actual = actual if isinstance(actual, Mapping) else {}
         if not desired:
-            return [prefix] if actual and prefix else []
+            return [prefix] if prefix and not _empty(actual) else []
         out: list[str] = []
         for key, value in desired.items():
             out += diff(value, actual.get(key), f"{prefix}.{key}" if prefix else key)
@@ -333,6 +352,15 @@ def diff(desired: Any, actual: Any, prefix: str = "") -> list[str]:
     if desired == actual or (not desired and not actual):
         return []
     return [prefix]
+
+
+def _empty(value: Any) -> bool:
+    """Nothing but defaults: a server's view of an unset message."""
+    if isinstance(value, Mapping):
+        return all(_empty(v) for v in value.values())
+    if isinstance(value, list):
+        return not value
+    return not value
 
 
 def _top_fields(paths: Iterable[str]) -> list[str]:
