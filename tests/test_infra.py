@@ -376,8 +376,14 @@ def test_the_dockerfile_runs_dispatcher_serve_as_a_non_root_user():
     users = [line.split()[1] for line in lines if line.startswith("USER ")]
     assert users and users[-1].split(":")[0] not in ("root", "0")
     entry = next(line for line in lines if line.startswith("ENTRYPOINT"))
+    command = next(line for line in lines if line.startswith("CMD"))
     assert lines.index(entry) > max(i for i, line in enumerate(lines) if line.startswith("USER "))
-    assert "dispatcher serve" in entry and "${PORT:-8080}" in entry
+    argv = json.loads(entry.split(None, 1)[1]) + json.loads(command.split(None, 1)[1])
+    assert argv[:2] == ["dispatcher", "serve"] and argv[2:] == ["--host", "0.0.0.0"]
+    # No --port: serve takes $PORT, which Cloud Run sets (8080 by default here).
+    assert any(" PORT=8080" in line for line in lines if line.startswith("ENV "))
+    serve_help = CliRunner().invoke(cli, ["serve", "--help"]).output
+    assert "$PORT" in serve_help
     assert any(line.startswith("RUN pip install") and line.endswith(" .") for line in lines)
 
 
