@@ -600,3 +600,41 @@ def test_the_cli_applies_pubsub_and_renders_the_rest(emulator_project):
     lines = plan.output.strip().splitlines()
     assert len(lines) == 5 and all(line.endswith(": unchanged") for line in lines)
     assert "subscription nba-phase5-trigger-sub: unchanged" in lines
+
+
+# -- docs/DEPLOY.md ----------------------------------------------------------------------
+
+
+def test_the_deploy_guide_stands_alone_and_names_every_resource(doc):
+    text = (ROOT / "docs" / "DEPLOY.md").read_text()
+    for target in re.findall(r"\]\(([^)]+)\)", text):
+        assert "://" not in target, target  # no document outside the repository
+        assert ((ROOT / "docs" / target).resolve()).exists(), target
+    names = [
+        *(t["name"] for t in doc["pubsub"]["topics"]),
+        *(s["name"] for s in doc["pubsub"]["subscriptions"]),
+        *(j["name"] for j in doc["scheduler"]["jobs"]),
+        *(s["name"] for s in doc["secrets"]),
+        doc["run"]["service"]["name"],
+    ]
+    for name in names:
+        assert name in text, name
+    for spec in doc["parameters"].values():
+        assert spec["env"] in text, spec["env"]
+    for needed in [
+        "gcloud services enable", "roles/bigquery.dataEditor", "roles/bigquery.dataViewer",
+        "roles/bigquery.jobUser", "roles/pubsub.publisher", "roles/pubsub.subscriber",
+        "roles/run.invoker", "roles/iam.serviceAccountTokenCreator",
+        "roles/secretmanager.secretAccessor", "dbt build", "dispatcher infra plan",
+        "dispatcher infra apply", "dispatcher status", "gcloud run services update-traffic",
+        "gcloud pubsub subscriptions delete nba-phase5-trigger-sub",
+        "docker build -f deploy/Dockerfile",
+    ]:  # fmt: skip
+        assert needed in text, needed
+
+
+def test_cloud_build_builds_the_dockerfile():
+    build = yaml.safe_load((DEPLOY / "cloudbuild.yaml").read_text())
+    args = build["steps"][0]["args"]
+    assert args[:3] == ["build", "-f", "deploy/Dockerfile"] and args[-1] == "."
+    assert build["images"] == ["${_IMAGE}"]
