@@ -349,9 +349,25 @@ def diff(desired: Any, actual: Any, prefix: str = "") -> list[str]:
         for key, value in desired.items():
             out += diff(value, actual.get(key), f"{prefix}.{key}" if prefix else key)
         return out
+    if isinstance(desired, list) and isinstance(actual, list) and len(desired) == len(actual):
+        # Element by element: a server adds defaults inside each (a container's probes).
+        return [p for i, (d, a) in enumerate(zip(desired, actual, strict=True))
+                for p in diff(d, a, f"{prefix}[{i}]")]  # fmt: skip
     if desired == actual or (not desired and not actual):
         return []
     return [prefix]
+
+
+def declared(request: Any, converted: Any) -> Any:
+    """The API form (``converted``: to_dict of the proto built from ``request``) of the
+    fields the request declares, and only those: to_dict also prints every scalar left at
+    its default, which a server may fill in differently."""
+    if isinstance(request, Mapping) and isinstance(converted, Mapping):
+        return {k: declared(v, converted.get(k)) for k, v in request.items()}
+    if isinstance(request, list) and isinstance(converted, list):
+        return [declared(r, c) for r, c in zip(request, converted, strict=False)]
+    # A scalar, or a message the API writes as one (a duration: {seconds: 30} is "30s").
+    return converted
 
 
 def _empty(value: Any) -> bool:
@@ -364,12 +380,16 @@ def _empty(value: Any) -> bool:
 
 
 def _top_fields(paths: Iterable[str]) -> list[str]:
-    return list(dict.fromkeys(path.split(".", 1)[0] for path in paths))
+    return list(dict.fromkeys(re.split(r"[.\[]", path, maxsplit=1)[0] for path in paths))
 
 
 def _value_at(data: Any, dotted: str) -> Any:
-    for key in dotted.split("."):
-        data = data.get(key) if isinstance(data, Mapping) else None
+    for key in re.findall(r"[^.\[\]]+|\[\d+\]", dotted):
+        if key.startswith("["):
+            index = int(key[1:-1])
+            data = data[index] if isinstance(data, list) and index < len(data) else None
+        else:
+            data = data.get(key) if isinstance(data, Mapping) else None
     return data
 
 
@@ -427,7 +447,8 @@ def pubsub(
                     publisher.create_topic(request=request, **_bounded(timeout))
                 changes.append(Change("topic", short, "create", applied=apply))
                 continue
-            paths = diff({k: desired.get(k) for k in request if k != "name"}, actual)
+            wanted = declared({k: v for k, v in request.items() if k != "name"}, desired)
+            paths = diff(wanted, actual)
             if not paths:
                 changes.append(Change("topic", short, "unchanged"))
                 continue
@@ -462,10 +483,10 @@ def pubsub(
                     subscriber.create_subscription(request=request, **_bounded(timeout))
                 changes.append(Change("subscription", short, "create", applied=apply))
                 continue
-            declared = {k: desired.get(k) for k in request if k != "name"}
+            wanted = declared({k: v for k, v in request.items() if k != "name"}, desired)
             # A pull subscription declares no push_config: one pushing must become pull.
-            declared.setdefault("push_config", {})
-            paths = diff(declared, actual)
+            wanted.setdefault("push_config", {})
+            paths = diff(wanted, actual)
             if not paths:
                 changes.append(Change("subscription", short, "unchanged"))
                 continue
@@ -566,7 +587,8 @@ def scheduler(
                 changes.append(Change("scheduler_job", short, "create", applied=apply))
                 continue
             desired = _to_dict(job)
-            paths = diff({k: desired.get(k) for k in request["job"] if k != "name"}, actual)
+            wanted = declared({k: v for k, v in request["job"].items() if k != "name"}, desired)
+            paths = diff(wanted, actual)
             if not paths:
                 changes.append(Change("scheduler_job", short, "unchanged"))
                 continue
@@ -619,7 +641,7 @@ def run_service(
                 operation.result(timeout=operation_timeout)
             return [Change("run_service", short, "create", applied=apply)]
         desired = _to_dict(run_v2.Service(request["service"]))
-        paths = diff({k: desired.get(k) for k in request["service"]}, actual)
+        paths = diff(declared(request["service"], desired), actual)
         if not paths:
             return [Change("run_service", short, "unchanged")]
         if apply:

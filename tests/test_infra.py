@@ -638,3 +638,138 @@ def test_cloud_build_builds_the_dockerfile():
     args = build["steps"][0]["args"]
     assert args[:3] == ["build", "-f", "deploy/Dockerfile"] and args[-1] == "."
     assert build["images"] == ["${_IMAGE}"]
+
+
+# -- Scheduler and Cloud Run apply, against in-process fakes of the clients ----------------
+# No emulator exists for either: these fakes keep what was created, add output fields and
+# defaults as the services do, and check every call is bounded (timeout and retry).
+
+
+class _Transport:
+    def close(self) -> None:
+        pass
+
+
+def _bounded(kwargs) -> None:
+    assert kwargs["timeout"] > 0 and kwargs["retry"] is not None
+
+
+class FakeScheduler:
+    jobs: dict = {}
+
+    def __init__(self, **_kwargs) -> None:
+        self.transport = _Transport()
+
+    def get_job(self, name, **kwargs):
+        from google.api_core import exceptions
+
+        _bounded(kwargs)
+        if name not in self.jobs:
+            raise exceptions.NotFound(name)
+        return type(self.jobs[name]).deserialize(type(self.jobs[name]).serialize(self.jobs[name]))
+
+    def create_job(self, parent, job, **kwargs):
+        from google.cloud import scheduler_v1
+
+        _bounded(kwargs)
+        assert job.name.startswith(parent + "/jobs/")
+        stored = scheduler_v1.Job.deserialize(scheduler_v1.Job.serialize(job))
+        stored.state = scheduler_v1.Job.State.ENABLED
+        stored.http_target.headers["User-Agent"] = "Google-Cloud-Scheduler"
+        self.jobs[job.name] = stored
+        return stored
+
+    def update_job(self, job, update_mask, **kwargs):
+        _bounded(kwargs)
+        stored = self.jobs[job.name]
+        for path in update_mask["paths"]:
+            setattr(stored, path, getattr(job, path))
+        return stored
+
+
+class _Operation:
+    def __init__(self, result) -> None:
+        self._result = result
+
+    def result(self, timeout):
+        assert timeout > 0
+        return self._result
+
+
+class FakeRun:
+    services: dict = {}
+
+    def __init__(self, **_kwargs) -> None:
+        self.transport = _Transport()
+
+    def get_service(self, name, **kwargs):
+        from google.api_core import exceptions
+
+        _bounded(kwargs)
+        if name not in self.services:
+            raise exceptions.NotFound(name)
+        return self.services[name]
+
+    def create_service(self, parent, service, service_id, **kwargs):
+        _bounded(kwargs)
+        name = f"{parent}/services/{service_id}"
+        service.name = name
+        service.uri = "https://nba-phase5-dispatcher-123.us-west2.run.app"
+        service.template.containers[0].resources.cpu_idle = True  # a server default
+        self.services[name] = service
+        return _Operation(service)
+
+    def update_service(self, service, **kwargs):
+        _bounded(kwargs)
+        service.template.containers[0].resources.cpu_idle = True
+        self.services[service.name] = service
+        return _Operation(service)
+
+
+@pytest.fixture
+def fake_clouds(monkeypatch):
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import run_v2, scheduler_v1
+
+    monkeypatch.delenv("PUBSUB_EMULATOR_HOST", raising=False)
+    monkeypatch.setattr(FakeScheduler, "jobs", {})
+    monkeypatch.setattr(FakeRun, "services", {})
+    monkeypatch.setattr(scheduler_v1, "CloudSchedulerClient", FakeScheduler)
+    monkeypatch.setattr(run_v2, "ServicesClient", FakeRun)
+    return AnonymousCredentials()
+
+
+def test_scheduler_jobs_are_applied_once_and_drift_is_fixed(fake_clouds):
+    def run(action):
+        return infra.run(action, PARAMS, sections=["scheduler"], credentials=fake_clouds)
+
+    assert set(_actions(run("plan")).values()) == {"create"} and not FakeScheduler.jobs
+    assert set(_actions(run("apply")).values()) == {"create"}
+    assert len(FakeScheduler.jobs) == 4
+    assert set(_actions(run("apply")).values()) == {"unchanged"}
+
+    name = "projects/nba-deploy-test/locations/us-west2/jobs/nba-phase5-start"
+    FakeScheduler.jobs[name].schedule = "0 5 * * *"
+    FakeScheduler.jobs[name].retry_config.retry_count = 1
+    change = next(c for c in run("plan").changes if c.name == "nba-phase5-start")
+    assert change.action == "update"
+    assert change.fields == ("schedule", "retry_config.retry_count")
+    assert "schedule: '0 5 * * *' -> '0 6 * * *'" in change.detail
+    run("apply")
+    assert FakeScheduler.jobs[name].schedule == "0 6 * * *"
+    assert set(_actions(run("plan")).values()) == {"unchanged"}
+
+
+def test_the_cloud_run_service_is_applied_once_and_a_new_image_is_an_update(fake_clouds):
+    def run(action, **changes):
+        return infra.run(action, {**PARAMS, **changes}, sections=["run"],
+                         credentials=fake_clouds)  # fmt: skip
+
+    assert _actions(run("apply")) == {("run_service", "nba-phase5-dispatcher"): "create"}
+    assert _actions(run("apply")) == {("run_service", "nba-phase5-dispatcher"): "unchanged"}
+    plan = run("plan", image="us-west2-docker.pkg.dev/nba-deploy-test/nba/dispatcher:next")
+    (change,) = plan.changes
+    assert (change.action, change.fields) == ("update", ("template.containers[0].image",))
+    run("apply", image="us-west2-docker.pkg.dev/nba-deploy-test/nba/dispatcher:next")
+    (service,) = FakeRun.services.values()
+    assert service.template.containers[0].image.endswith(":next")
