@@ -99,6 +99,9 @@ KNOWN_SETTINGS: tuple[KnownSetting, ...] = (
                  " required with DISPATCHER_PUSH_AUDIENCE"),
     KnownSetting("DISPATCHER_PUSH_CERTS_URL", "https://www.googleapis.com/oauth2/v1/certs",
                  "serve: where Google's token-signing certificates are fetched"),
+    KnownSetting("PORT", None,
+                 "standard (Cloud Run sets it): serve's port when --port is not given;"
+                 " unset: 8080"),
     KnownSetting("DISPATCHER_START_WAIT_MINUTES", "30",
                  "minutes `start --wait-minutes` and serve's POST /start wait for Phase 4"
                  " readiness (0 to 180)"),

@@ -144,8 +144,7 @@ def resolve_port(port: int | None, environ: dict[str, str] | None = None) -> int
     """The port to listen on: --port when given, else $PORT (Cloud Run sets it), else 8080."""
     if port is not None:
         return port
-    env = os.environ if environ is None else environ
-    text = (env.get("PORT") or "").strip()
+    text = (setting("PORT", os.environ if environ is None else environ) or "").strip()
     if not text:
         return 8080
     if not text.isdigit() or not 1 <= int(text) <= 65535:

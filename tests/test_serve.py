@@ -441,6 +441,37 @@ def test_gunicorn_serves_push_and_stops_gracefully_on_sigterm(settings, tmp_path
     assert any("Shutting down" in e["message"] for e in entries)
 
 
+def test_concurrent_pushes_of_one_event_publish_each_player_once(settings, tmp_path):
+    """Four threads of one gunicorn worker, the same event pushed eight times at once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    server = start_serve(tmp_path, serve_env(settings), args=("--threads", "4"))
+    try:
+        def push(n: int):
+            return call(f"{server.url}/trigger", "POST",
+                        envelope({"game_date": str(READY)}, message_id="same"),
+                        {"Content-Type": "application/json"})  # fmt: skip
+
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(push, range(8)))
+    finally:
+        server.stop()
+    assert [status for status, _, _ in answers] == [200] * 8, answers
+    published = sorted(body["requests_published"] for _, body, _ in answers)
+    pending = SPECS[READY].counts().pending
+    assert sum(published) == pending and published[-1] == pending
+    wh = connect(settings)
+    try:
+        rows = wh.query(
+            "select count(*) as n, count(distinct data::json->>'player_lookup') as players"
+            " from nba_orchestration.request_outbox where game_date = @game_date",
+            {"game_date": READY},
+        )
+    finally:
+        wh.close()
+    assert rows == [{"n": pending, "players": pending}]
+
+
 def test_help_of_serve_names_the_port_rule():
     out = subprocess.run([str(DISPATCHER), "serve", "--help"], capture_output=True, text=True,
                          timeout=60, check=True)  # fmt: skip
