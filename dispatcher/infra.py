@@ -428,11 +428,18 @@ def pubsub(
     create the missing ones and update the differing fields (topics first: the
     subscriptions and dead-letter policies need them). Never deletes anything."""
     from google.api_core import exceptions
+    from google.auth.exceptions import DefaultCredentialsError
     from google.cloud import pubsub_v1
 
     types = pubsub_v1.types
-    publisher = pubsub_v1.PublisherClient(**_credentials(credentials))
-    subscriber = pubsub_v1.SubscriberClient(**_credentials(credentials))
+    try:
+        publisher = pubsub_v1.PublisherClient(**_credentials(credentials))
+        subscriber = pubsub_v1.SubscriberClient(**_credentials(credentials))
+    except DefaultCredentialsError as exc:
+        raise InfraError(
+            "Pub/Sub needs credentials: gcloud auth application-default login,"
+            f" DISPATCHER_BIGQUERY_KEYFILE, or {PUBSUB_EMULATOR_HOST} for the emulator"
+        ) from exc
     changes: list[Change] = []
     try:
         for request in rendered.get("topics", []):

@@ -773,3 +773,33 @@ def test_the_cloud_run_service_is_applied_once_and_a_new_image_is_an_update(fake
     run("apply", image="us-west2-docker.pkg.dev/nba-deploy-test/nba/dispatcher:next")
     (service,) = FakeRun.services.values()
     assert service.template.containers[0].image.endswith(":next")
+
+
+def test_help_imports_neither_yaml_nor_the_deploy_clients():
+    code = (
+        "import sys; from dispatcher.cli import cli\n"
+        "heavy = ('yaml', 'dispatcher.infra', 'google.cloud.scheduler_v1',"
+        " 'google.cloud.run_v2', 'google.cloud.pubsub_v1')\n"
+        "print(','.join(m for m in heavy if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, check=True)  # fmt: skip
+    assert out.stdout.strip() == ""
+
+
+def test_pubsub_unreachable_is_one_line_within_the_timeout(monkeypatch):
+    import socket
+    import time
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {"PUBSUB_EMULATOR_HOST": f"127.0.0.1:{port}", "DISPATCHER_GCP_PROJECT": "p-dead"}
+    args = ["infra", "plan", "--only", "pubsub", "--timeout", "2",
+            "--service-url", "http://127.0.0.1:9"]  # fmt: skip
+    started = time.monotonic()
+    result = CliRunner().invoke(cli, args, env=env)
+    assert time.monotonic() - started < 20
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: ") and len(result.output.strip().splitlines()) == 1
+    assert "Timeout of 2.0s exceeded" in result.output
