@@ -428,9 +428,12 @@ def test_gunicorn_serves_push_and_stops_gracefully_on_sigterm(settings, tmp_path
     finally:
         os.kill(server.pid, signal.SIGTERM)  # the arbiter: it stops its workers gracefully
         started = time.monotonic()
-        code = server.process.wait(timeout=40) if server.process else None
+        try:
+            code = server.process.wait(timeout=40) if server.process else None
+        except subprocess.TimeoutExpired:
+            code = None
         stopped_in = time.monotonic() - started
-        server.stop()
+        server.stop()  # whatever is left of its process group
     assert code == 0
     assert stopped_in < 35
     lines = log_lines(server)[1:]  # the first line is the command
