@@ -803,3 +803,11 @@ def test_pubsub_unreachable_is_one_line_within_the_timeout(monkeypatch):
     assert result.exit_code == 1
     assert result.output.startswith("Error: ") and len(result.output.strip().splitlines()) == 1
     assert "Timeout of 2.0s exceeded" in result.output
+
+
+def test_every_caller_gives_up_before_the_service_does(rendered):
+    timeout = rendered["run"]["service"]["template"]["timeout"]["seconds"]
+    push = next(s for s in rendered["pubsub"]["subscriptions"] if "push_config" in s)
+    assert push["ack_deadline_seconds"] <= min(timeout, 600)
+    for request in rendered["scheduler"]:
+        assert 15 <= request["job"]["attempt_deadline"]["seconds"] <= timeout
