@@ -23,7 +23,7 @@ from bench import config, infra, profiling, run, table  # noqa: E402
 from bench.rows import ROWS  # noqa: E402
 
 #: The table lines of a run of every row: row 6 gives 6a and 6b, row 8 gives 8a and 8b.
-ALL_LABELS = ["1", "2", "3", "4", "5", "6a", "6b", "7", "8a", "8b"]
+ALL_LABELS = ["1", "2", "3", "4", "5", "6a", "6b", "7", "8a", "8b", "9a", "9b", "10a", "10b"]
 QUICK_TIMEOUT_SECONDS = 420
 
 
@@ -36,10 +36,11 @@ def _on_ci() -> bool:
 
 def test_defaults_run_every_row_often_enough():
     args = run.build_parser().parse_args([])
-    assert args.rows == list(range(1, 9)) and not args.quick and args.runs is None
+    assert args.rows == list(range(1, 11)) and not args.quick and args.runs is None
     runs = {row: run.runs_for(args, row) for row in args.rows}
     assert runs[1] >= 5 and runs[2] >= 5 and runs[3] >= 3 and runs[4] >= 10
     assert runs[5] >= 5 and runs[6] >= 5 and runs[7] >= 3 and runs[8] >= 3
+    assert runs[9] >= 5 and runs[10] >= 2  # row 10: 1,000 answers a run
     quick = run.build_parser().parse_args(["--quick"])
     assert run.runs_for(quick, 6) >= 5  # medians of at least five reads, even quick
     assert all(run.runs_for(quick, row) <= runs[row] for row in ROWS)
@@ -50,14 +51,14 @@ def test_quick_and_rows_by_number_or_name():
     assert args.rows == [1, 3] and args.quick
     assert run.runs_for(args, 3) == ROWS[3].runs_quick
     args = run.build_parser().parse_args(["--rows", "all", "--runs", "2"])
-    assert args.rows == list(range(1, 9)) and run.runs_for(args, 4) == 2
+    assert args.rows == list(range(1, 11)) and run.runs_for(args, 4) == 2
     args = run.build_parser().parse_args(["--rows", "cli-plan history-reads,7"])
     assert args.rows == [5, 6, 7]
     args = run.build_parser().parse_args(["--rows", "bigquery-round-trips"])
     assert args.rows == [8]
 
 
-@pytest.mark.parametrize("argv", [["--rows", "9"], ["--rows", ","], ["--runs", "0"]])
+@pytest.mark.parametrize("argv", [["--rows", "11"], ["--rows", ","], ["--runs", "0"]])
 def test_bad_arguments_are_usage_errors(argv, capsys):
     with pytest.raises(SystemExit) as exc:
         run.build_parser().parse_args(argv)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from ..session import Session
 from ..table import RowResult
-from . import backfill, bigquery, cli, help, history, plan, rss, trigger
+from . import announce, backfill, bigquery, cli, help, history, plan, rss, trigger
 
 #: What a row can need: the emulators, and the DuckDB warehouses by name.
 PUBSUB, BIGQUERY = "pubsub", "bigquery"
@@ -37,5 +37,7 @@ ROWS: dict[int, Row] = {
         Row(6, "history-reads", 9, 5, frozenset({ONE_DATE, HISTORY}), history.run),
         Row(7, "backfill-rss", 3, 1, frozenset({PUBSUB, BACKFILL}), rss.run),
         Row(8, "bigquery-round-trips", 3, 1, frozenset({PUBSUB, BIGQUERY}), bigquery.run),
+        Row(9, "announce-push", 5, 1, frozenset({PUBSUB, ONE_DATE}), announce.run_push),
+        Row(10, "redelivery-storm", 2, 1, frozenset({ONE_DATE}), announce.run_storm),
     )
 }
