@@ -403,3 +403,17 @@ def test_a_stopped_emulator_returns_within_the_bound(pubsub_emulator, tmp_path, 
     result, elapsed = _announce_timed(project)
 
     _assert_bounded(result, elapsed, server.host)
+
+
+def test_cli_json_failure_is_one_object_and_exit_1(tmp_path):
+    host = f"{HOST}:{free_port()}"
+    out, elapsed = _cli(["announce", "--game-date", "2026-11-28", "--timeout", "2", "--json"],
+                        tmp_path, DISPATCHER_GCP_PROJECT="nba-props",
+                        PUBSUB_EMULATOR_HOST=host)  # fmt: skip
+
+    assert out.returncode == 1 and elapsed < BOUND_TIMEOUT + PROCESS_SLACK
+    assert "Traceback" not in out.stdout + out.stderr
+    payload = json.loads(out.stdout)
+    assert payload["ok"] is False and payload["message_id"] is None
+    assert PHASE4_TOPIC in payload["error"] and host in payload["error"]
+    assert payload["host"] == f"emulator {host}" and payload["timeout"] == 2.0
