@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -140,9 +141,48 @@ from (
 """
 
 
+class _OpenFiles:
+    """The database each file is open as in this process, shared by every warehouse on
+    it: each warehouse is a connection (cursor) of that one database, which closes with
+    the last of them. Threads that opened and closed a file on their own raced in
+    DuckDB's instance cache ("Unique file handle conflict: ... already attached", seen
+    under concurrent `serve` requests); opening and closing happen here, under a lock."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._open: dict[str, tuple[Any, int]] = {}
+
+    def connect(self, path: Path) -> Any:
+        """A new connection to the file's database, or raises duckdb.IOException."""
+        import duckdb
+
+        key = str(path.resolve())
+        with self._lock:
+            database, users = self._open.get(key, (None, 0))
+            if database is None:
+                database = duckdb.connect(key)
+            self._open[key] = (database, users + 1)
+            return database.cursor()
+
+    def close(self, path: Path, con: Any) -> None:
+        key = str(path.resolve())
+        with self._lock:
+            con.close()
+            database, users = self._open[key]
+            if users > 1:
+                self._open[key] = (database, users - 1)
+            else:
+                del self._open[key]
+                database.close()  # the file's lock goes with it: other processes may open it
+
+
+_files = _OpenFiles()
+
+
 class DuckDBWarehouse:
     """One DuckDB file. The file admits one writing process at a time: opening it
-    while another process holds it is retried until ``lock_timeout`` passes."""
+    while another process holds it is retried until ``lock_timeout`` passes. Within
+    a process, warehouses on the same file share its database (:class:`_OpenFiles`)."""
 
     kind = "duckdb"
 
@@ -155,13 +195,14 @@ class DuckDBWarehouse:
         delay = 0.05
         while True:
             try:
-                self._con = duckdb.connect(str(self.path))
+                self._con = _files.connect(self.path)
                 break
             except duckdb.IOException as exc:
                 if "lock" not in str(exc).lower() or time.monotonic() > deadline:
                     raise WarehouseError(f"cannot open {self.path}: {exc}") from exc
                 time.sleep(delay)
                 delay = min(delay * 2, 0.5)
+        self._closed = False
         self._con.execute("set TimeZone = 'UTC'")
 
     # -- statements ----------------------------------------------------------------------
@@ -277,4 +318,6 @@ class DuckDBWarehouse:
         return self
 
     def close(self) -> None:
-        self._con.close()
+        if not self._closed:
+            self._closed = True
+            _files.close(self.path, self._con)

@@ -475,6 +475,23 @@ def test_concurrent_pushes_of_one_event_publish_each_player_once(settings, tmp_p
     assert rows == [{"n": pending, "players": pending}]
 
 
+def test_concurrent_health_checks_all_find_the_warehouse(settings, tmp_path):
+    """Threads opening and closing one DuckDB file at once raced in DuckDB's instance
+    cache ("Unique file handle conflict"): about one /health in five answered 503."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    server = start_serve(tmp_path, serve_env(settings), args=("--threads", "4"))
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(
+                lambda _n: call(f"{server.url}/health", "GET", None, {}), range(400)
+            ))  # fmt: skip
+    finally:
+        server.stop()
+    statuses = [status for status, _, _ in answers]
+    assert statuses == [200] * 400, {code: statuses.count(code) for code in set(statuses)}
+
+
 def test_help_of_serve_names_the_port_rule():
     out = subprocess.run([str(DISPATCHER), "serve", "--help"], capture_output=True, text=True,
                          timeout=60, check=True)  # fmt: skip
