@@ -437,6 +437,51 @@ def _stop_on_signals(stop: threading.Event, caught: list[int]):
             signal.signal(signum, handling)
 
 
+# -- Phase 4's side: the completion event --------------------------------------------------
+
+
+@cli.command()
+@_game_date_option
+@click.option("--timeout", type=click.FloatRange(0, 600, min_open=True), default=10.0,
+              show_default=True,
+              help="Seconds the whole announcement may take, Pub/Sub down or not.")  # fmt: skip
+@click.option("--players-processed", type=click.IntRange(0), default=None,
+              help="Count to send (default: the readiness mart's).")  # fmt: skip
+@click.option("--players-ready", type=click.IntRange(0), default=None,
+              help="Count to send (default: the readiness mart's).")  # fmt: skip
+@click.option("--players-failed", type=click.IntRange(0), default=None,
+              help="Count to send (default: the readiness mart's).")  # fmt: skip
+@click.option("--run-id", default=None, help="The Phase 4 run's id (default: a new one).")
+@_json_option
+def announce(game_date, timeout, players_processed, players_ready, players_failed, run_id,
+             as_json) -> None:  # fmt: skip
+    """Phase 4 side: publish the completion event to nba-phase4-precompute-complete,
+    within --timeout whatever Pub/Sub does; prints the message id (exit 1 if not sent)."""
+    from .announce import publish_phase4_completion, settings_problems
+    from .config import ConfigError, Settings
+
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        raise SettingsError(str(exc)) from exc
+    problems = settings_problems(settings)
+    if problems:
+        raise SettingsError("; ".join(problems))
+    result = publish_phase4_completion(
+        game_date or today_pacific(), players_processed=players_processed,
+        players_ready=players_ready, players_failed=players_failed, run_id=run_id,
+        timeout=timeout, settings=settings,
+    )  # fmt: skip
+    if as_json:
+        click.echo(json.dumps(result.as_json(), default=str))
+        if not result.ok:
+            raise SystemExit(1)
+    elif result.ok:
+        click.echo(result.message_id)
+    else:
+        raise click.ClickException(f"Phase 4 completion for {result.game_date} {result.error}")
+
+
 # -- serve ------------------------------------------------------------------------------
 
 
@@ -471,6 +516,77 @@ def serve(host: str, port: int | None, workers: int, threads: int) -> None:
         logs.log("WARNING", "DISPATCHER_PUSH_AUDIENCE is unset: requests are not authenticated")
     with _without_pandas():  # for the life of the server: dispatch never needs pandas
         run(settings, push, host=host, port=port, workers=workers, threads=threads)
+
+
+# -- deployment -------------------------------------------------------------------------
+
+#: `dispatcher infra` options: one per parameter of deploy/resources.yaml (a test holds
+#: the two equal); each also read from DISPATCHER_INFRA_<NAME> (DISPATCHER_GCP_PROJECT).
+INFRA_PARAMETERS = (
+    "project", "region", "service_url", "image", "runtime_service_account",
+    "push_service_account", "scheduler_service_account", "push_audience",
+    "bigquery_location",
+)  # fmt: skip
+
+
+def _infra_parameter_options(func):
+    for name in reversed(INFRA_PARAMETERS):
+        envvar = "DISPATCHER_GCP_PROJECT" if name == "project" else None
+        func = click.option(
+            "--" + name.replace("_", "-"), name, default=None, envvar=envvar,
+            help=f"Parameter ${{{name}}} of deploy/resources.yaml.",
+        )(func)  # fmt: skip
+    return func
+
+
+@cli.command()
+@click.argument("action", type=click.Choice(["plan", "apply"]))
+@_infra_parameter_options
+@click.option("--only", "sections", type=click.Choice(["pubsub", "scheduler", "run"]),
+              multiple=True, help="Only these parts (repeatable; default: all).")  # fmt: skip
+@click.option("--resources", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="The declaration (default: the repo's deploy/resources.yaml).")  # fmt: skip
+@click.option("--timeout", type=click.FloatRange(1, 600), default=30, show_default=True,
+              help="Seconds each API call may take (retries included).")  # fmt: skip
+@_json_option
+def infra(action, sections, resources, timeout, as_json, **parameters) -> None:
+    """The deployment resources of deploy/resources.yaml. `plan` shows, changing nothing,
+    what `apply` would do: Pub/Sub topics and subscriptions created, updated (field by
+    field) or unchanged; Cloud Scheduler jobs and the Cloud Run service likewise when
+    google-cloud-scheduler/-run and credentials exist, else rendered only (with the
+    gcloud commands). `apply` makes it so; running it twice changes nothing."""
+    from .config import ConfigError, Settings
+    from .infra import SECTIONS, InfraError, run
+
+    try:
+        credentials = Settings.from_env().pubsub_credentials()
+    except ConfigError as exc:
+        raise SettingsError(str(exc)) from exc
+    try:
+        report = run(action, parameters, sections=sections or SECTIONS, resources=resources,
+                     timeout=timeout, credentials=credentials)  # fmt: skip
+    except InfraError as exc:
+        raise SettingsError(str(exc)) from exc
+    if as_json:
+        click.echo(json.dumps(report.as_json(), indent=2))
+    else:
+        for change in report.changes:
+            click.echo(change.line())
+        if action == "plan" and report.rendered_only:
+            click.echo("\nrequests (rendered, not sent):")
+            click.echo(json.dumps(
+                {k: v for k, v in report.rendered.items() if k in report.rendered_only},
+                indent=2,
+            ))  # fmt: skip
+        for section, reason in report.rendered_only.items():
+            click.echo(f"\n{section}: rendered only, nothing sent: {reason}")
+        if report.rendered_only:
+            click.echo("the same with gcloud (`update` instead of `create`/`deploy` for"
+                       " what exists):")  # fmt: skip
+            for command in report.gcloud:
+                click.echo("  " + command)
+    if not report.ok:
+        raise SystemExit(1)
 
 
 # -- configuration ----------------------------------------------------------------------
