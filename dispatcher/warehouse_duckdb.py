@@ -2,11 +2,13 @@
 
 Why each ledger operation is atomic here:
 
-- **claim**: one transaction that first updates the dates' rows in ``dispatch_locks``,
-  then inserts the claims selected from the pending mart. Two transactions claiming
-  the same date both write the lock row, so DuckDB's optimistic concurrency aborts
-  the later one at the conflict (``TransactionConflict``, retried by the caller) and
-  it re-reads the pending mart, where the winner's rows are now in flight. Between
+- **claim**: one transaction that selects the claims from the pending mart and, when
+  there are any, updates the dates' rows in ``dispatch_locks`` and inserts them. Two
+  transactions claiming the same date both write the lock row, so DuckDB's optimistic
+  concurrency aborts the later one at the conflict (``TransactionConflict``, retried by
+  the caller; also when the winner committed after the loser's snapshot) and it
+  re-reads the pending mart, where the winner's rows are now in flight. A claim that
+  finds nothing writes nothing and conflicts with no one. Between
   processes the file itself serialises writers: it admits one process at a time
   (others wait for it, up to ``lock_timeout``).
 - **confirm**: one transaction updating the acknowledged rows and deleting the batch's
@@ -85,6 +87,8 @@ select
     @batch_id, @trigger_source, @claimed_at, cast(null as timestamp), cast(null as string)
 from dispatch_claims
 """
+
+_ANY_CLAIMS = "select count(*) > 0 from dispatch_claims"
 
 _CLAIMED = f"""
 select {", ".join(CLAIM_COLUMNS)}
@@ -279,7 +283,27 @@ class DuckDBWarehouse:
             "trigger_source": trigger_source,
             "claimed_at": claimed_at,
         }
-        self._transaction([_TAKE_LOCK, select, _INSERT_CLAIMS], params)
+        import duckdb
+
+        # Select first, then take the lock only when there is something to claim: a claim
+        # that finds nothing (a redelivered event, a retry with nothing pending) writes
+        # nothing, so it never conflicts with a concurrent claim. One that finds rows
+        # takes the lock after its read; DuckDB aborts it if a claim that committed since
+        # its snapshot wrote the lock row, and the caller retries on the new state. (The
+        # lock rows exist before the transaction begins, so that write always finds them.)
+        self._con.begin()
+        try:
+            self._execute(select, params)
+            if self._execute(_ANY_CLAIMS, {}).fetchone()[0]:
+                self._execute(_TAKE_LOCK, params)
+                self._execute(_INSERT_CLAIMS, params)
+            self._con.commit()
+        except duckdb.TransactionException as exc:
+            self._con.rollback()
+            raise TransactionConflict(str(exc)) from exc
+        except Exception:
+            self._con.rollback()
+            raise
         return self.query(_CLAIMED)
 
     def confirm(

@@ -603,6 +603,40 @@ def test_pubsub_killed_mid_publish_records_exactly_the_acknowledged_half(
 # --- 6. the same race on the BigQuery emulator -----------------------------------------
 
 
+def test_a_claim_whose_snapshot_predates_a_winner_conflicts_at_the_lock(settings, expected):
+    """The DuckDB claim reads the pending mart before it takes the date's lock row: a
+    claim that read the players before another one committed them must conflict when
+    it writes the lock, not insert them a second time."""
+    import duckdb
+
+    from dispatcher import warehouse_duckdb as duck
+
+    loser, winner = connect(settings), connect(settings)
+    try:
+        params = {"first": GAME_DATE, "last": GAME_DATE, "batch_id": "loser",
+                  "trigger_source": "manual", "claimed_at": ledger.utc_now()}  # fmt: skip
+        # The claim's own statements, one at a time, around the winner's whole claim.
+        loser._execute(duck._ENSURE_LOCK_ROWS, {**params, "dates": [GAME_DATE]})
+        con = loser._con
+        con.begin()
+        loser._execute(duck._SELECT_CLAIMS.format(source=duck.PENDING, forced="", guard=""),
+                       params)  # fmt: skip
+        assert loser._execute(duck._ANY_CLAIMS, {}).fetchone()[0]
+        won = ledger.claim(winner, GAME_DATE, batch_id="winner", trigger_source="manual")
+        assert len(won) == expected.pending
+        with pytest.raises(duckdb.TransactionException):
+            loser._execute(duck._TAKE_LOCK, params)
+        con.rollback()
+        again = ledger.claim(loser, GAME_DATE, batch_id="loser", trigger_source="manual")
+        assert again == []  # the retry reads the winner's claims as in flight
+        rows = ledger.requests(winner, GAME_DATE)
+        assert Counter(r["batch_id"] for r in rows)["winner"] == expected.pending
+        assert "loser" not in {r["batch_id"] for r in rows}
+    finally:
+        loser.close()
+        winner.close()
+
+
 @pytest.fixture(scope="module")
 def bigquery_slate(bigquery_scenarios: Settings) -> tuple[Settings, Expected]:
     """BQ_GAME_DATE written next to the scenario slates.
