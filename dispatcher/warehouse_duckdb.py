@@ -20,11 +20,12 @@ Why each ledger operation is atomic here:
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import re
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -240,14 +241,14 @@ class DuckDBWarehouse:
     def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
         self._execute(sql, params)
 
-    def _transaction(self, statements: Sequence[str], params: Mapping[str, Any]) -> None:
-        """Run statements atomically; TransactionConflict when a concurrent one won."""
+    @contextlib.contextmanager
+    def _atomic(self) -> Iterator[None]:
+        """One transaction around the block; TransactionConflict when a concurrent one won."""
         import duckdb
 
         self._con.begin()
         try:
-            for statement in statements:
-                self._execute(statement, params)
+            yield
             self._con.commit()
         except duckdb.TransactionException as exc:
             self._con.rollback()
@@ -255,6 +256,12 @@ class DuckDBWarehouse:
         except Exception:
             self._con.rollback()
             raise
+
+    def _transaction(self, statements: Sequence[str], params: Mapping[str, Any]) -> None:
+        """Run statements atomically; TransactionConflict when a concurrent one won."""
+        with self._atomic():
+            for statement in statements:
+                self._execute(statement, params)
 
     # -- the ledger ----------------------------------------------------------------------
 
@@ -283,27 +290,17 @@ class DuckDBWarehouse:
             "trigger_source": trigger_source,
             "claimed_at": claimed_at,
         }
-        import duckdb
-
         # Select first, then take the lock only when there is something to claim: a claim
         # that finds nothing (a redelivered event, a retry with nothing pending) writes
         # nothing, so it never conflicts with a concurrent claim. One that finds rows
         # takes the lock after its read; DuckDB aborts it if a claim that committed since
         # its snapshot wrote the lock row, and the caller retries on the new state. (The
         # lock rows exist before the transaction begins, so that write always finds them.)
-        self._con.begin()
-        try:
+        with self._atomic():
             self._execute(select, params)
             if self._execute(_ANY_CLAIMS, {}).fetchone()[0]:
                 self._execute(_TAKE_LOCK, params)
                 self._execute(_INSERT_CLAIMS, params)
-            self._con.commit()
-        except duckdb.TransactionException as exc:
-            self._con.rollback()
-            raise TransactionConflict(str(exc)) from exc
-        except Exception:
-            self._con.rollback()
-            raise
         return self.query(_CLAIMED)
 
     def confirm(
