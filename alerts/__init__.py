@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 ALERT_LOG = "nba_orchestration.alert_log"
@@ -20,20 +20,42 @@ DEDUP_WINDOW = dt.timedelta(hours=6)
 
 @dataclass(frozen=True)
 class Alert:
+    """One message to people: a rule's level on a game date, as the marts decide it."""
+
     game_date: dt.date
+    #: phase4_critical | partial_dispatch | publish_failed | coverage | latency | sla_missed
     rule: str
-    level: str  # info | warning | critical
+    #: warning | critical; a `resolved` alert carries the level it clears.
+    level: str
+    #: The message itself: one or two sentences with the date and the numbers.
     message: str
+    #: new | worsened | repeat | resolved
+    kind: str = "new"
+    #: One line for a subject or a heading ("Partial dispatch for 2026-11-28").
+    title: str = ""
+    #: The command the on-call engineer runs next ("dispatcher plan --game-date ...").
+    next_command: str | None = None
+    #: The figures behind the message (players_expected, players_missing, ...).
+    numbers: Mapping[str, Any] = field(default_factory=dict, hash=False, compare=False)
 
     @property
     def dedup_key(self) -> str:
-        return f"{self.game_date.isoformat()}/{self.rule}/{self.level}"
+        return f"{self.game_date.isoformat()}/{self.rule}"
+
+    @property
+    def heading(self) -> str:
+        """`[critical] Phase 4 insufficient for 2026-11-28`, `[resolved] ...`."""
+        tag = "resolved" if self.kind == "resolved" else self.level
+        return f"[{tag}] {self.title or self.message}"
 
     def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "game_date": self.game_date.isoformat()}
+        return {
+            "game_date": self.game_date.isoformat(), "rule": self.rule, "level": self.level,
+            "kind": self.kind, "message": self.message, "next_command": self.next_command,
+        }  # fmt: skip
 
 
-#: A channel delivers one alert or raises.
+#: A channel delivers one alert or raises (it bounds its own time and retries).
 Channel = Callable[[Alert], None]
 
 
@@ -69,7 +91,7 @@ def deliver(
             " and dedup_key = @dedup_key and status = 'sent' and created_at >= @since",
             {
                 "game_date": alert.game_date,
-                "dedup_key": alert.dedup_key,
+                "dedup_key": f"{alert.dedup_key}/{alert.level}",
                 "since": now - DEDUP_WINDOW,
             },
         )
@@ -88,7 +110,7 @@ def deliver(
             rows.append({
                 "alert_id": uuid.uuid4().hex, "game_date": alert.game_date, "run_id": run_id,
                 "rule": alert.rule, "level": alert.level, "message": alert.message,
-                "dedup_key": alert.dedup_key, "channel": name, "status": status,
+                "dedup_key": f"{alert.dedup_key}/{alert.level}", "channel": name, "status": status,
                 "created_at": now,
             })  # fmt: skip
     for row in rows:

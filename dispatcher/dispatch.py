@@ -670,7 +670,7 @@ def request_message(
 
 
 def _summary_status(rows: list[dict[str, Any]], alert: alerting.Alert) -> str:
-    statuses = {r["status"] for r in rows if r["dedup_key"] == alert.dedup_key}
+    statuses = {r["status"] for r in rows if r["dedup_key"] == f"{alert.dedup_key}/{alert.level}"}
     for status in ("sent", "failed", "suppressed"):
         if status in statuses:
             return status
