@@ -106,6 +106,9 @@ final as (
             1
         ) as numeric) as minutes_to_last_prediction,
 
+        -- the latency the alert judges: to the first request, or to now while none
+        cast(round(minutes_waited, 1) as numeric) as minutes_waited,
+
         -- SLA and latency alert
         players_expected,
         players_predicted,
