@@ -75,22 +75,26 @@ KNOWN_SETTINGS: tuple[KnownSetting, ...] = (
                  "dbt's target and log directory; unset: the project's `target`"),
     KnownSetting("DISPATCHER_DBT_TARGET", "local",
                  "profiles.yml target when dbt is run by hand (the dispatcher picks its own)"),
-    # The alerts work: listed here so they have one home; nothing reads them yet.
-    KnownSetting("DISPATCHER_SLACK_WEBHOOK_URL", None, "Slack channel", secret=True,
-                 planned=True),
-    KnownSetting("DISPATCHER_SMTP_HOST", None, "email channel: SMTP server", planned=True),
-    KnownSetting("DISPATCHER_SMTP_PORT", "587", "email channel: SMTP port", planned=True),
-    KnownSetting("DISPATCHER_SMTP_USERNAME", None, "email channel: SMTP user", planned=True),
+    # The alert channels (alerts.channels.configured_routes); the log is always one.
+    KnownSetting("DISPATCHER_SLACK_WEBHOOK_URL", None,
+                 "Slack channel: incoming-webhook URL; unset: no Slack", secret=True),
+    KnownSetting("DISPATCHER_ALERT_SLACK_LEVELS", "warning,critical",
+                 "Slack channel: the alert levels it is sent, comma-separated"),
+    KnownSetting("DISPATCHER_SMTP_HOST", None, "email channel: SMTP server; unset: no email"),
+    KnownSetting("DISPATCHER_SMTP_PORT", "587", "email channel: SMTP port"),
+    KnownSetting("DISPATCHER_SMTP_USERNAME", None,
+                 "email channel: SMTP user (with the password); unset: no login"),
     KnownSetting("DISPATCHER_SMTP_PASSWORD", None, "email channel: SMTP password",
-                 secret=True, planned=True),
-    KnownSetting("DISPATCHER_SMTP_STARTTLS", "true", "email channel: STARTTLS",
-                 planned=True),
-    KnownSetting("DISPATCHER_ALERT_EMAIL_FROM", None, "email channel: sender address",
-                 planned=True),
+                 secret=True),
+    KnownSetting("DISPATCHER_SMTP_STARTTLS", "true", "email channel: STARTTLS (true or false)"),
+    KnownSetting("DISPATCHER_ALERT_EMAIL_FROM", None,
+                 "email channel: sender address (required with the host)"),
     KnownSetting("DISPATCHER_ALERT_EMAIL_TO", None,
-                 "email channel: recipients, comma-separated", planned=True),
+                 "email channel: recipients, comma-separated (required with the host)"),
+    KnownSetting("DISPATCHER_ALERT_EMAIL_LEVELS", "warning,critical",
+                 "email channel: the alert levels it is sent, comma-separated"),
     KnownSetting("DISPATCHER_ALERT_REPEAT_HOURS", "24",
-                 "repeat interval of a persisting alert", planned=True),
+                 "repeat interval of a persisting alert"),
     # `dispatcher serve`: the OIDC check of Pub/Sub push and Cloud Scheduler requests.
     KnownSetting("DISPATCHER_PUSH_AUDIENCE", None,
                  "serve: OIDC audience the Bearer tokens must carry; unset: no check"),
@@ -192,9 +196,10 @@ class Settings:
         if problems:
             raise ConfigError("; ".join(problems))
 
-    def problems(self) -> list[str]:
-        """What check_combination refuses, one message each (empty: good to go)."""
-        problems = []
+    def problems(self, environ: Mapping[str, str] | None = None) -> list[str]:
+        """What check_combination refuses, one message each (empty: good to go); the
+        alert channels' settings are read from ``environ`` (unset: the process's)."""
+        problems = alert_problems(environ)
         if self.warehouse == "bigquery" and self.transport == "local":
             problems.append(LOCAL_OUTBOX_NEEDS_DUCKDB)
         if self.transport == "pubsub" and not self.gcp_project:
@@ -247,6 +252,17 @@ class Settings:
         if self.bigquery_keyfile is not None:
             env[KEYFILE] = str(self.bigquery_keyfile)
         return env
+
+
+def alert_problems(environ: Mapping[str, str] | None = None) -> list[str]:
+    """What is wrong with the alert channels' settings (alerts.channels), one message."""
+    from alerts.channels import configured_routes
+
+    try:
+        configured_routes(environ)
+    except ConfigError as exc:
+        return [str(exc)]
+    return []
 
 
 def _seconds(env: Mapping[str, str], name: str) -> float:
@@ -374,7 +390,7 @@ def describe(
     try:
         settings = Settings.from_env(dict(env))
     except ConfigError as exc:
-        problems = [str(exc)]
+        problems = [str(exc), *alert_problems(env)]
         keyfile = env.get(KEYFILE)
         if keyfile:  # checked on its own: the settings that use it did not come together
             try:
@@ -382,7 +398,7 @@ def describe(
             except ConfigError as bad:
                 problems.append(str(bad))
         return ConfigReport(rows, problems)
-    return ConfigReport(rows, settings.problems(), settings.dbt_target)
+    return ConfigReport(rows, settings.problems(env), settings.dbt_target)
 
 
 def _row(

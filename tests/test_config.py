@@ -307,7 +307,7 @@ def test_config_lists_every_setting_with_its_source(monkeypatch, keyfile):
     assert rows[KEYFILE]["value"] == str(keyfile)  # the path; never what is inside
     assert rows["PUBSUB_EMULATOR_HOST"]["value"] == "127.0.0.1:8085"
     assert rows["DISPATCHER_SMTP_PORT"] == {**rows["DISPATCHER_SMTP_PORT"], "value": "587",
-                                            "planned": True}  # fmt: skip
+                                            "planned": False}  # fmt: skip
     assert "--wait-minutes" in rows["DISPATCHER_START_WAIT_MINUTES"]["meaning"]
     assert rows["DISPATCHER_WAREHOSE"]["known"] is False
     assert rows["DISPATCHER_WAREHOSE"]["value"] is None
