@@ -399,6 +399,20 @@ def test_content_is_realistic():
     assert len({row["prediction_id"] for row in slate.predictions}) == len(slate.predictions)
 
 
+def test_phase4_in_one_write_stamps_every_feature_row_and_changes_nothing_else():
+    spread = generate_slate(SlateSpec(GAME_DATE, now=NOW))
+    at_once = generate_slate(SlateSpec(GAME_DATE, now=NOW, phase4_in_one_write=True))
+    phase4 = at_once.phase4_completed_at
+    assert {(r["created_at"], r["updated_at"]) for r in at_once.features} == {(phase4, phase4)}
+    assert len({r["updated_at"] for r in spread.features}) > 100  # the default spreads them
+
+    def unstamped(slate):
+        return [{k: v for k, v in r.items() if not k.endswith("ed_at")} for r in slate.features]
+
+    assert unstamped(at_once) == unstamped(spread)
+    assert at_once.context == spread.context and at_once.player_states == spread.player_states
+
+
 def test_phase4_default_follows_pacific_daylight_time():
     summer = generate_slate(SlateSpec(date(2026, 6, 10), now=NOW))
     assert summer.phase4_completed_at == datetime(2026, 6, 10, 7, 30, tzinfo=UTC)

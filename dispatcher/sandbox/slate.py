@@ -150,6 +150,8 @@ class SlateSpec:
     `now`); lease_expired a share of the pending players (an unpublished claim 2 hours
     old, so still pending). `now` defaults to the wall clock at generation;
     phase4_completed_at to 00:30 PT on the game date. Both must be timezone-aware.
+    Phase 4's feature rows land over the 15 minutes up to phase4_completed_at, or all
+    at it with phase4_in_one_write (one bulk write, as the demo's waves are).
     """
 
     game_date: date
@@ -172,6 +174,8 @@ class SlateSpec:
     #: False: the games are scheduled but Phase 3 never wrote the slate, so only the
     #: schedule rows are generated and the slate's counts are all zero.
     phase3_written: bool = True
+    #: True: every feature row is stamped phase4_completed_at (Phase 4 wrote them at once).
+    phase4_in_one_write: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.game_date, datetime) or not isinstance(self.game_date, date):
@@ -482,11 +486,13 @@ def generate_slate(spec: SlateSpec) -> Slate:
         if i in predicted or i in partial:
             slate.predictions.extend(prediction_rows(rng, slate.context[-1], phase4, i in partial))
 
-    # The last feature row lands exactly at phase4_completed_at, the rest just before.
+    # The last feature row lands exactly at phase4_completed_at, the rest just before
+    # (or all at it: the offsets are drawn either way, so the other rows stay the same).
     if slate.features:
         feature_offsets[min(feature_offsets, key=feature_offsets.__getitem__)] = 0
         for row, offset in zip(slate.features, feature_offsets.values(), strict=True):
-            row["created_at"] = row["updated_at"] = phase4 - timedelta(seconds=offset)
+            seconds = 0 if spec.phase4_in_one_write else offset
+            row["created_at"] = row["updated_at"] = phase4 - timedelta(seconds=seconds)
 
     in_flight_batch, expired_batch = rng_uuid(rng), rng_uuid(rng)
     published_at = now - IN_FLIGHT_AGE
