@@ -43,6 +43,7 @@ GROUPS: dict[str, dict[str, Any]] = {
         "coverage_warning_pct": 60,
         "coverage_critical_pct": 30,
         "sla_timezone": "America/New_York",
+        "success_coverage_pct": 70,
     },
     "critical_lease_systems_latency": {
         "critical_ready_count": 80,
@@ -51,6 +52,7 @@ GROUPS: dict[str, dict[str, Any]] = {
         "latency_warning_minutes": 50,
         "latency_critical_minutes": 1000,
         "sla_local_time": "09:30:00",
+        "success_latency_minutes": 45,
     },
 }
 GROUP_OF = {var: group for group, overrides in GROUPS.items() for var in overrides}
@@ -142,6 +144,22 @@ def _specs(now: dt.datetime) -> dict[str, SlateSpec]:
             teams=8,
             phase4_completed_at=now - dt.timedelta(hours=5),
             seed=25,
+            now=now,
+            **full,
+        ),
+        # 37 of 51 predicted (73 %): a success day's coverage at 70 %, not at 95 %.
+        "success_coverage_pct": SlateSpec(
+            game_date=_day(17), teams=4, share_predicted=0.72, seed=26, now=now, **full
+        ),
+        # 97 of 101 predicted, the rest requested 2 minutes before now, Phase 4 ready
+        # 28-43 minutes before that: a success day at 45 minutes, not at 10.
+        "success_latency_minutes": SlateSpec(
+            game_date=_day(18),
+            teams=8,
+            share_predicted=0.96,
+            share_in_flight=1.0,
+            phase4_completed_at=now - dt.timedelta(minutes=30),
+            seed=27,
             now=now,
             **full,
         ),
@@ -503,6 +521,24 @@ def check_sla_timezone(c: Check) -> None:
     assert _one(c.over, "fct_dispatch_latency", c.date)["sla_deadline_at"] == (
         dt.datetime(2026, 12, 12, 12, 0)  # 07:00 in New York
     )
+
+
+def check_success_coverage_pct(c: Check) -> None:
+    default = _one(c.default, "fct_dispatch_daily", c.date)
+    over = _one(c.over, "fct_dispatch_daily", c.date)
+    assert c.value <= over["coverage_pct"] < default["success_coverage_pct"]
+    assert (default["is_coverage_met"], over["is_coverage_met"]) == (False, True)
+    assert over["success_coverage_pct"] == c.value
+    assert over["is_success"] is over["is_latency_met"]
+
+
+def check_success_latency_minutes(c: Check) -> None:
+    default = _one(c.default, "fct_dispatch_daily", c.date)
+    over = _one(c.over, "fct_dispatch_daily", c.date)
+    assert default["success_latency_minutes"] < over["minutes_to_first_request"] <= c.value
+    assert (default["is_latency_met"], over["is_latency_met"]) == (False, True)
+    assert (default["is_success"], over["is_success"]) == (False, True)
+    assert over["success_latency_minutes"] == c.value
 
 
 CHECKS: dict[str, Callable[[Check], None]] = {
