@@ -9,6 +9,7 @@ import json
 import signal
 import sys
 import threading
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -587,6 +588,50 @@ def infra(action, sections, resources, timeout, as_json, **parameters) -> None:
                 click.echo("  " + command)
     if not report.ok:
         raise SystemExit(1)
+
+
+# -- the report -------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--days", type=click.IntRange(1, 3660), default=30, show_default=True,
+              help="Game days to show, up to the last one.")  # fmt: skip
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default="report.html",
+              show_default=True, help="The HTML file to write (replaced whole).")  # fmt: skip
+@click.option("--game-date", type=GameDate(), default=None,
+              help="Last game date to show (default: the latest game day that has happened,"
+                   " or a later one with a slate).")  # fmt: skip
+@_json_option
+def report(days: int, out: Path, game_date: dt.date | None, as_json: bool) -> None:
+    """Write one static HTML page (no network needed to view it) of the last game days:
+    coverage, Phase 4 readiness, latency, first trigger source and alerts per day, and
+    the last date's players that are not predicted."""
+    from .config import ConfigError, Settings
+    from .report import ReportError, write_report
+    from .warehouse import WarehouseError
+
+    if not out.parent.is_dir():
+        raise click.BadParameter(f"no directory {out.parent} to write {out.name} in",
+                                 param_hint="'--out'")  # fmt: skip
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        raise SettingsError(str(exc)) from exc
+    try:
+        summary = write_report(settings, days=days, out=out, end=game_date)
+    except (ReportError, WarehouseError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    if as_json:
+        click.echo(json.dumps(summary.as_json()))
+        return
+    payload = summary.as_json()
+    if summary.dates:
+        click.echo(f"wrote {payload['out']}: {len(summary.dates)} game days,"
+                   f" {summary.first_date} to {summary.last_date}, {len(summary.charts)} charts,"
+                   f" {summary.players_not_predicted} players not predicted")  # fmt: skip
+    else:
+        click.echo(f"wrote {payload['out']}: no game day in the warehouse yet (the page says so)")
+    click.echo(f"open it in a browser: {payload['url']}")
 
 
 # -- configuration ----------------------------------------------------------------------
