@@ -108,7 +108,10 @@ def _quiet() -> bool:
 
 @cli.command()
 @click.option(
-    "--game-date", type=GameDate(), default=None, help="Game date (default: today in PT)."
+    "--game-date",
+    type=GameDate(),
+    default=None,
+    help="Game date (default: the next whose 07:00 PT deadline is ahead).",
 )
 @click.option("--transport", type=click.Choice(["local", "pubsub"]), default=None,
               help="Override DISPATCHER_TRANSPORT; pubsub needs PUBSUB_EMULATOR_HOST.")  # fmt: skip
@@ -125,7 +128,6 @@ def demo(game_date: dt.date | None, transport: str | None, overwrite: bool, as_j
     settings = _settings()
     if transport:
         settings = settings.with_(transport=transport)
-    game_date = game_date or today_pacific()
     echo = (lambda _line: None) if as_json else click.echo
     steps = (lambda _line: None) if as_json or _quiet() else click.echo
     try:

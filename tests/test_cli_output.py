@@ -188,6 +188,7 @@ def test_a_terminal_sees_the_demo_progress_without_json(tmp_path):
     assert "fct_prediction_coverage" in text
     assert any(re.match(r"\s*reference worker: 321 of 321 requests", line) for line in lines)
     assert "[7/7] 07:00 status check: ok, 378 of 378 predicted" in text
+    assert "its SLA deadline, 2026-11-28 15:00:00 UTC (07:00 PST), has passed" in text
 
 
 def test_quiet_demo_prints_the_outcome_only(tmp_path):
@@ -195,6 +196,8 @@ def test_quiet_demo_prints_the_outcome_only(tmp_path):
     assert code == 0, text[-3000:]
     assert "building" not in text and "[1/7]" not in text and "reference worker:" not in text
     assert "[7/7] 07:00 status check: ok, 378 of 378 predicted" in text
+    # A date whose deadline had passed: the SLA is missed, and the outcome says why.
+    assert "SLA met: no, the demo started after the deadline, 2026-11-28 15:00:00 UTC" in text
 
 
 def test_log_module_configuration():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 import subprocess
@@ -87,19 +88,52 @@ def _demo_figures(payload: dict) -> tuple:
     )
 
 
+def _marts_after(tmp_path, game_date: dt.date) -> tuple[dict, dict]:
+    from dispatcher import marts
+    from dispatcher.config import Settings
+    from dispatcher.warehouse import connect
+
+    warehouse = connect(Settings.from_env(_demo_env(tmp_path)))
+    try:
+        return marts.coverage(warehouse, game_date), marts.latency(warehouse, game_date)
+    finally:
+        warehouse.close()
+
+
 def test_demo_on_the_embedded_default_ends_at_full_coverage(tmp_path):
+    from dispatcher import display
+    from dispatcher.sandbox.demo import COVERAGE_COLUMNS, LATENCY_COLUMNS, next_game_date
+
     runner = CliRunner()
-    args = ["demo", "--game-date", "2026-11-28"]
-    result = runner.invoke(cli, args, env=_demo_env(tmp_path), catch_exceptions=False)
+    before = next_game_date()
+    result = runner.invoke(cli, ["demo"], env=_demo_env(tmp_path), catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert "[7/7] 07:00 status check: ok, 378 of 378 predicted" in result.output
-    assert "fct_prediction_coverage" in result.output and "fct_dispatch_latency" in result.output
+    # By default the game date is the next whose 07:00 PT deadline is ahead.
+    game_date = dt.date.fromisoformat(re.search(r"sample slate for (\S+):", result.output)[1])
+    assert game_date in {before, next_game_date()}
+    # What it prints is what the marts hold.
+    coverage, latency = _marts_after(tmp_path, game_date)
+    assert display.table([coverage], COVERAGE_COLUMNS) in result.output
+    assert display.record(latency, LATENCY_COLUMNS) in result.output
+    seconds = (latency["first_requested_at"] - latency["phase4_ready_at"]).total_seconds()
+    assert f"Phase 4 ready -> first request: {seconds:.0f} s" in result.output
+    assert "\nSLA met: yes, last prediction " in result.output
+    # The story they tell: dispatched within seconds of Phase 4 ready, SLA met.
+    assert 0 <= seconds < 60 and latency["minutes_to_first_request"] < 1
+    assert latency["is_sla_met"] is True and latency["latency_alert_level"] == "ok"
+    assert latency["first_requested_at"] < latency["sla_deadline_at"]
+
     # A second run on the same date tells the same story.
-    again = runner.invoke(cli, [*args, "--json"], env=_demo_env(tmp_path), catch_exceptions=False)
+    args = ["demo", "--game-date", game_date.isoformat(), "--json"]
+    again = runner.invoke(cli, args, env=_demo_env(tmp_path), catch_exceptions=False)
     assert again.exit_code == 0, again.output
     payload = json.loads(again.stdout.strip().splitlines()[-1])
     assert _demo_figures(payload) == (321, 57, 378, "ok", 378, 378, 100.0)
-    assert payload["latency"]["first_trigger_source"] == "pubsub"
+    story = payload["latency"]
+    assert story["first_trigger_source"] == "pubsub"
+    assert story["minutes_to_first_request"] < 1 and story["is_sla_met"] is True
+    assert story["first_requested_at"] < story["sla_deadline_at"]  # same-format UTC text
 
 
 def test_demo_on_the_pubsub_emulator(tmp_path, pubsub_emulator, monkeypatch):
@@ -116,8 +150,6 @@ def test_demo_on_the_pubsub_emulator(tmp_path, pubsub_emulator, monkeypatch):
 
 def test_demo_pubsub_without_emulator_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.delenv("PUBSUB_EMULATOR_HOST", raising=False)
-    result = CliRunner().invoke(
-        cli, ["demo", "--transport", "pubsub"], env=_demo_env(tmp_path)
-    )
+    result = CliRunner().invoke(cli, ["demo", "--transport", "pubsub"], env=_demo_env(tmp_path))
     assert result.exit_code == 1
     assert "PUBSUB_EMULATOR_HOST" in result.output

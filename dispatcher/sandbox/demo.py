@@ -1,20 +1,27 @@
 """The whole loop on one machine: Phase 4 in two waves, the completion event, the
-reference worker, the retry, the status check, and the marts analysts read."""
+reference worker, the retry, the status check, and the marts analysts read.
+
+The story runs on the wall clock: each Phase 4 wave's feature rows carry the moment the
+wave is written, and the dispatcher runs right after it, so the latency mart measures
+what the dispatcher did. By default the game date is the next one whose SLA deadline is
+still ahead; a date whose deadline has passed shows the SLA missed, and says why."""
 
 from __future__ import annotations
 
 import datetime as dt
 import os
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from .. import dbt, display, marts
 from ..config import Settings
 from ..dispatch import Dispatcher, RunResult
 from ..logs import log, progress, progress_done
+from ..project import dbt_vars
 from ..warehouse import connect
 from .load import write_duckdb
 from .slate import SlateSpec, generate_slate
@@ -27,6 +34,8 @@ FIRST_WAVE = 0.85
 DEMO_PROJECT = "nba-demo"
 #: The demo's mark on a warehouse file it may rewrite: one row per game date it wrote.
 MARKER = "nba_orchestration.sandbox_marker"
+#: The demo takes about a minute: by default it skips a date whose deadline is nearer.
+DEADLINE_MARGIN = dt.timedelta(minutes=15)
 
 COVERAGE_COLUMNS = [
     "players_expected", "players_ready", "players_predicted", "players_in_flight",
@@ -35,6 +44,7 @@ COVERAGE_COLUMNS = [
 LATENCY_COLUMNS = [
     "phase4_ready_at", "first_requested_at", "first_trigger_source", "last_predicted_at",
     "minutes_to_first_request", "minutes_to_last_prediction", "sla_deadline_at", "is_sla_met",
+    "latency_alert_level",
 ]  # fmt: skip
 
 
@@ -57,9 +67,28 @@ def _utc_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(microsecond=0)
 
 
+def sla_deadline(game_date: dt.date) -> dt.datetime:
+    """``game_date``'s SLA deadline in UTC, as fct_dispatch_latency computes it: the dbt
+    var sla_local_time in var sla_timezone (07:00 America/Los_Angeles)."""
+    project = dbt_vars()
+    at = dt.time.fromisoformat(str(project["sla_local_time"]))
+    local = dt.datetime.combine(game_date, at, tzinfo=ZoneInfo(project["sla_timezone"]))
+    return local.astimezone(dt.UTC)
+
+
+def next_game_date(now: dt.datetime | None = None) -> dt.date:
+    """The demo's default game date: today in the SLA's time zone while its deadline is
+    at least DEADLINE_MARGIN ahead of ``now`` (default: the wall clock), else tomorrow."""
+    now = now or _utc_now()
+    today = now.astimezone(ZoneInfo(dbt_vars()["sla_timezone"])).date()
+    if sla_deadline(today) - now >= DEADLINE_MARGIN:
+        return today
+    return today + dt.timedelta(days=1)
+
+
 def run_demo(
     settings: Settings,
-    game_date: dt.date,
+    game_date: dt.date | None = None,
     echo: Echo = print,
     *,
     steps: Echo | None = None,
@@ -67,8 +96,9 @@ def run_demo(
 ) -> DemoResult:
     """Run the story on the embedded DuckDB (transport local, or pubsub on the emulator).
 
-    ``echo`` prints the outcome (the status check and the marts), ``steps`` the story's
-    steps (default: ``echo``). The demo replaces its date's inputs and ledger rows, so it
+    ``game_date`` defaults to :func:`next_game_date`. ``echo`` prints the outcome (the
+    status check, the marts and what they say), ``steps`` the story's steps (default:
+    ``echo``). The demo replaces its date's inputs and ledger rows, so it
     refuses (DemoError) a warehouse file holding data it did not write, unless
     ``overwrite``; see :func:`claim_warehouse`."""
     step = echo if steps is None else steps
@@ -81,27 +111,33 @@ def run_demo(
         settings = settings.with_(gcp_project=project)
         _prepare_pubsub(project)
 
-    now = _utc_now()
+    started = _utc_now()
+    game_date = game_date or next_game_date(started)
     spec = SlateSpec(
         game_date=game_date,
         share_missing_features=0.0,
         share_production_ready=FIRST_WAVE,
-        now=now,
-        phase4_completed_at=now,
+        now=started,
+        phase4_completed_at=started,
+        phase4_in_one_write=True,
     )
     counts = spec.counts()
     claim_warehouse(settings.duckdb_path, game_date, overwrite=overwrite)
     slate = generate_slate(spec)
     step(f"[1/7] sample slate for {game_date}: {counts.players} players on {spec.teams} teams,"
          f" {counts.expected} expected to play")  # fmt: skip
+    deadline = sla_deadline(game_date)
+    if deadline <= started:
+        step(f"      its SLA deadline, {_deadline_text(deadline)}, has passed: the SLA"
+             " cannot be met")  # fmt: skip
     write_duckdb(settings.duckdb_path, slate)
     step(f"[2/7] dbt build into {settings.duckdb_path} (models and tests)")
     _build(settings)
-    _forget_earlier_runs(settings, slate)
 
     dispatcher = Dispatcher(settings)
     step(f"[3/7] Phase 4 wave 1: {counts.ready} of {counts.expected} ready;"
          " the completion event triggers the dispatcher")  # fmt: skip
+    _first_wave(settings, spec)
     first = dispatcher.trigger(game_date, trigger_source="pubsub")
     _check(first)
     step(f"      published {first.requests_published} requests ({settings.transport})")
@@ -129,8 +165,55 @@ def run_demo(
     echo("Prediction coverage (fct_prediction_coverage)")
     echo(display.table([coverage], COVERAGE_COLUMNS) + "\n")
     echo("Dispatch latency (fct_dispatch_latency), UTC")
-    echo(display.record(latency, LATENCY_COLUMNS))
+    echo(display.record(latency, LATENCY_COLUMNS) + "\n")
+    for line in latency_story(latency, started):
+        echo(line)
     return DemoResult(game_date, first, second, status, worked, coverage, latency)
+
+
+def _utc(value: dt.datetime) -> dt.datetime:
+    """A warehouse timestamp (naive UTC on DuckDB) as an aware UTC datetime."""
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+def _deadline_text(deadline: dt.datetime) -> str:
+    local = deadline.astimezone(ZoneInfo(dbt_vars()["sla_timezone"]))
+    return f"{deadline:%Y-%m-%d %H:%M:%S} UTC ({local:%H:%M %Z})"
+
+
+def _duration(delta: dt.timedelta) -> str:
+    minutes, seconds = divmod(int(abs(delta.total_seconds())), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {seconds:02d} s"
+
+
+def latency_story(latency: Mapping[str, Any], started: dt.datetime) -> list[str]:
+    """The latency mart's row in words, from its own figures only; ``started`` (when
+    the demo began) tells a deadline that had passed before the story from a late one."""
+    ready, first = latency.get("phase4_ready_at"), latency.get("first_requested_at")
+    if ready is None or first is None:
+        lines = ["Phase 4 ready -> first request: no request"]
+    else:
+        seconds = (_utc(first) - _utc(ready)).total_seconds()
+        lines = [
+            f"Phase 4 ready -> first request: {seconds:.0f} s"
+            f" (minutes_to_first_request {latency.get('minutes_to_first_request')}),"
+            f" latency alert {latency.get('latency_alert_level')}"
+        ]
+    deadline, last = latency.get("sla_deadline_at"), latency.get("last_predicted_at")
+    predicted, expected = latency.get("players_predicted"), latency.get("players_expected")
+    if deadline is None:
+        return [*lines, "SLA met: no, the date has no deadline"]
+    deadline = _utc(deadline)
+    if latency.get("is_sla_met") and last is not None:
+        verdict = f"yes, last prediction {_duration(deadline - _utc(last))} before"
+    elif last is None or not expected or predicted != expected:
+        verdict = f"no, {predicted} of {expected} players predicted by"
+    elif deadline <= started:
+        verdict = "no, the demo started after"
+    else:
+        verdict = f"no, last prediction {_duration(_utc(last) - deadline)} after"
+    return [*lines, f"SLA met: {verdict} the deadline, {_deadline_text(deadline)}"]
 
 
 def _check(result: RunResult) -> None:
@@ -271,6 +354,13 @@ def _forget_earlier_runs(settings: Settings, slate) -> None:
         )
     finally:
         warehouse.close()
+
+
+def _first_wave(settings: Settings, spec: SlateSpec) -> None:
+    """Phase 4's first wave, written now: the slate the build ran on, its feature rows
+    stamped with this moment (and an earlier run's requests of the date gone)."""
+    now = _utc_now()
+    _forget_earlier_runs(settings, generate_slate(replace(spec, now=now, phase4_completed_at=now)))
 
 
 def _second_wave(settings: Settings, game_date: dt.date) -> None:
