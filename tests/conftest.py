@@ -138,3 +138,21 @@ def bigquery_scenarios(bigquery_emulator, tmp_path_factory):
 
 
 # --- end of scenario warehouses --------------------------------------------------------
+
+
+# ---------------------------------------------------------------------------------------
+# Alert channels' far ends on 127.0.0.1, one per test: a Slack webhook stand-in, SMTP
+# servers (plain, AUTH, STARTTLS), a refused port and a silent one. tests/alert_servers.py.
+# ---------------------------------------------------------------------------------------
+
+from alert_servers import (  # noqa: E402,F401 (fixtures: pytest finds them here)
+    refused_port_fixture,  # the fixture `refused_port`
+    slack_server,
+    smtp_auth_server,
+    smtp_black_hole,
+    smtp_server,
+    smtp_tls_server,
+    tls_files,
+)
+
+# --- end of alert servers --------------------------------------------------------------
