@@ -50,7 +50,7 @@ def with_retries(name: str, attempt: Callable[[], None], *, attempts: int, backo
     is tried again after ``backoff`` seconds, doubled each time (a server's Retry-After
     is honoured up to twice that pause); a ChannelError is final at once. The pauses add
     up to at most ``2 * backoff * (2**(attempts-1) - 1)`` seconds."""
-    last = "no attempt made"
+    last, number = "no attempt made", 0
     for number in range(1, max(attempts, 1) + 1):
         try:
             attempt()
@@ -63,7 +63,7 @@ def with_retries(name: str, attempt: Callable[[], None], *, attempts: int, backo
             if exc.retry_after is not None:
                 pause = min(max(pause, exc.retry_after), 2 * pause)
             time.sleep(pause)
-    raise ChannelError(f"{name}: {last} ({attempts} attempts)") from None
+    raise ChannelError(f"{name}: {last} ({number} attempt{'s' if number > 1 else ''})") from None
 
 
 def scrub(text: str, secrets: Iterable[str | None]) -> str:

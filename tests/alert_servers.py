@@ -5,8 +5,8 @@
   ``status``, 500 by default), flaky (``status`` ``failures`` times, then 200), hang
   (reads the request and never answers until stopped).
 - SmtpStandIn: aiosmtpd's server, recording each message as parsed, with AUTH (LOGIN,
-  PLAIN) for one user and STARTTLS with a certificate made here (TlsFiles), and
-  ``failures`` transient replies to DATA before it accepts.
+  PLAIN) for one user and STARTTLS with a certificate made here (TlsFiles),
+  ``failures`` transient replies to DATA before it accepts, and recipients it refuses.
 - refused_port(), black_hole(): a port nothing listens on, and one that takes the TCP
   connection and never says a word (no SMTP greeting, no HTTP answer).
 
@@ -258,6 +258,8 @@ class SmtpStandIn:
     #: Replies to DATA that come before the message is taken (a greylisting server).
     failures: int = 0
     failure_reply: str = "451 4.3.0 Try again later"
+    #: Recipients refused at RCPT TO, with the reply each gets ("550 5.1.1 No such user").
+    refused_recipients: dict[str, str] = field(default_factory=dict)
     messages: list[ReceivedMail] = field(default_factory=list)
     #: Every session (its first EHLO), DATA command and AUTH attempt seen, accepted or not
     #: (smtplib tries each mechanism the server offers before it gives up).
@@ -327,6 +329,13 @@ class _Handler:
                 self.stand_in.sessions += 1
         session.host_name = hostname  # what aiosmtpd does itself without this hook
         return responses
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options) -> str:  # noqa: N802
+        reply = self.stand_in.refused_recipients.get(address)
+        if reply is not None:
+            return reply
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, server, session, envelope) -> str:  # noqa: N802 (aiosmtpd)
         stand_in = self.stand_in

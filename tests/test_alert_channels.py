@@ -20,7 +20,14 @@ from alert_servers import SMTP_PASSWORD, SMTP_USER
 from click.testing import CliRunner
 
 from alerts import Alert
-from alerts.channels import ChannelError, Route, configured_routes, log_channel
+from alerts.channels import (
+    ChannelError,
+    Route,
+    TransientError,
+    configured_routes,
+    log_channel,
+    with_retries,
+)
 from alerts.email import EmailChannel
 from alerts.slack import SlackChannel
 from dispatcher import logs
@@ -287,6 +294,24 @@ def test_email_4xx_fails_after_every_attempt(smtp_server):
     assert smtp_server.data_calls == ATTEMPTS
 
 
+def test_email_some_recipients_refused_is_final(smtp_server):
+    """The others have it: sending again would repeat it to them."""
+    smtp_server.refused_recipients = {RECIPIENTS[1]: "550 5.1.1 No such user"}
+    text = _fails(_email(smtp_server))
+    assert text == f"email: sent, but refused for {RECIPIENTS[1]}"
+    assert smtp_server.sessions == 1
+    assert [m.rcpt_tos for m in smtp_server.messages] == [RECIPIENTS[:1]]
+
+
+@pytest.mark.parametrize(("reply", "sessions"), [("450 4.2.1 Mailbox busy", ATTEMPTS),
+                                                 ("550 5.1.1 No such user", 1)])  # fmt: skip
+def test_email_every_recipient_refused(smtp_server, reply, sessions):
+    smtp_server.refused_recipients = dict.fromkeys(RECIPIENTS, reply)
+    text = _fails(_email(smtp_server))
+    assert text.startswith(f"email: every recipient refused ({reply[:3]})")
+    assert smtp_server.sessions == sessions and smtp_server.messages == []
+
+
 def test_email_refused_login_is_final_and_never_quotes_the_password(
     smtp_auth_server, capsys, caplog
 ):
@@ -311,6 +336,30 @@ def test_email_black_hole_times_out(smtp_black_hole, capsys, caplog):
     text = _fails(_email(smtp_black_hole, username=SMTP_USER, password=SMTP_PASSWORD))
     assert text == f"email: no answer within {TIMEOUT:g} s ({ATTEMPTS} attempts)"
     _never_says(SMTP_PASSWORD, text, capsys, caplog)
+
+
+# -- the retry loop ----------------------------------------------------------------------
+
+
+def test_with_retries_stops_at_the_first_final_error():
+    calls = []
+
+    def attempt():
+        calls.append(1)
+        if len(calls) == 1:
+            raise TransientError("HTTP 503")
+        raise ChannelError("slack: HTTP 404 (not retried)")
+
+    with pytest.raises(ChannelError, match="not retried"):
+        with_retries("slack", attempt, attempts=5, backoff=0)
+    assert len(calls) == 2
+
+
+def test_with_retries_says_how_many_attempts_it_made():
+    with pytest.raises(ChannelError) as caught:
+        with_retries("x", lambda: (_ for _ in ()).throw(TransientError("down")), attempts=1,
+                     backoff=0)  # fmt: skip
+    assert str(caught.value) == "x: down (1 attempt)"
 
 
 # -- the log channel ---------------------------------------------------------------------
