@@ -147,6 +147,8 @@ class Settings:
     dbt_target_path: Path | None = None
     query_timeout_seconds: float = 60.0
     publish_timeout_seconds: float = 10.0
+    #: A persisting breach is sent again after this many hours (DISPATCHER_ALERT_REPEAT_HOURS).
+    alert_repeat_hours: float = 24.0
     #: A service-account key file (DISPATCHER_BIGQUERY_KEYFILE); None: Application
     #: Default Credentials.
     bigquery_keyfile: Path | None = None
@@ -164,9 +166,9 @@ class Settings:
             raise ConfigError(
                 f"transport must be one of {', '.join(TRANSPORTS)}, got {self.transport!r}"
             )
-        for name in ("publish_timeout_seconds", "query_timeout_seconds"):
+        for name in ("publish_timeout_seconds", "query_timeout_seconds", "alert_repeat_hours"):
             if not getattr(self, name) > 0:
-                raise ConfigError(f"{name} must be a positive number of seconds")
+                raise ConfigError(f"{name} must be a positive number")
         if self.warehouse == "bigquery" and not self.gcp_project:
             raise ConfigError("DISPATCHER_GCP_PROJECT is required with the bigquery warehouse")
 
@@ -184,6 +186,7 @@ class Settings:
             "dbt_project_dir": _env(env, "DISPATCHER_DBT_PROJECT_DIR"),
             "dbt_target_path": _env(env, "DISPATCHER_DBT_TARGET_PATH"),
             "publish_timeout_seconds": _seconds(env, "DISPATCHER_PUBLISH_TIMEOUT"),
+            "alert_repeat_hours": _positive(env, "DISPATCHER_ALERT_REPEAT_HOURS", "hours"),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
@@ -268,13 +271,19 @@ def alert_problems(environ: Mapping[str, str] | None = None) -> list[str]:
 def _seconds(env: Mapping[str, str], name: str) -> float:
     """A positive, finite number of seconds from the environment (or its default), or a
     ConfigError naming it."""
+    return _positive(env, name, "seconds")
+
+
+def _positive(env: Mapping[str, str], name: str, unit: str) -> float:
+    """A positive, finite number (of ``unit``) from the environment (or its default), or
+    a ConfigError naming it."""
     text = _env(env, name) or ""
     try:
         value = float(text)
     except ValueError:
-        raise ConfigError(f"{name} must be a number of seconds, got {text!r}") from None
+        raise ConfigError(f"{name} must be a number of {unit}, got {text!r}") from None
     if not math.isfinite(value) or value <= 0:
-        raise ConfigError(f"{name} must be a positive number of seconds, got {text!r}")
+        raise ConfigError(f"{name} must be a positive number of {unit}, got {text!r}")
     return value
 
 

@@ -19,6 +19,8 @@ from json.encoder import encode_basestring_ascii as _json_string
 from typing import Any
 
 import alerts as alerting
+from alerts import channels as alert_channels
+from alerts import rules as alert_rules
 
 from . import ledger, marts
 from .config import Settings
@@ -190,17 +192,34 @@ class Dispatcher:
             log("ERROR", f"run log write failed: {type(exc).__name__}: {exc}",
                 game_date=result.game_date.isoformat(), run_id=result.run_id)  # fmt: skip
 
-    def _alert(self, wh: Warehouse, result: RunResult, alerts: list[alerting.Alert]) -> None:
-        if not alerts:
-            return
+    def _alert(
+        self,
+        wh: Warehouse,
+        result: RunResult,
+        rules: tuple[str, ...],
+        *,
+        publish: tuple[int, int] | None = None,
+    ) -> None:
+        """Ask alerts/ for ``rules`` on the run's date; what it sent goes in the result."""
         try:
-            rows = alerting.deliver(wh, alerts, run_id=result.run_id, channels=self.channels)
+            observations = alert_rules.observe(wh, result.game_date, rules, publish=publish)
+            deliveries = alerting.deliver(
+                wh, observations, run_id=result.run_id, routes=self._routes(),
+                repeat=dt.timedelta(hours=self.settings.alert_repeat_hours),
+            )  # fmt: skip
         except Exception as exc:  # alerting failures are logged, never fatal
             log("ERROR", f"alerting failed: {type(exc).__name__}: {exc}",
                 game_date=result.game_date.isoformat(), run_id=result.run_id)  # fmt: skip
-            rows = []
-        result.alerts = [
-            {**alert.as_dict(), "status": _summary_status(rows, alert)} for alert in alerts
+            deliveries = []
+        result.alerts = [delivery.as_dict() for delivery in deliveries]
+
+    def _routes(self) -> list[alert_channels.Route] | None:
+        """The channels given to the Dispatcher (every level), else the configured ones."""
+        if self.channels is None:
+            return None
+        return [
+            alert_channels.Route(name, channel, frozenset({"warning", "critical"}))
+            for name, channel in self.channels.items()
         ]
 
     @staticmethod
@@ -253,14 +272,7 @@ class Dispatcher:
         assert coverage is not None  # a game day has a coverage row
         if not claimed and refuse_critical and coverage["is_phase4_critical"] and not force:
             result.outcome, result.exit_code = "critical", EXIT_CRITICAL
-            self._alert(wh, result, [alerting.Alert(
-                game_date, "phase4_critical", "critical",
-                f"Phase 4 insufficient for {game_date}: {coverage['games_scheduled']} games"
-                " scheduled but no expected player in the Phase 3 slate; nothing dispatched"
-                if not coverage["players_expected"] else
-                f"Phase 4 insufficient for {game_date}: {coverage['players_ready']} players"
-                f" ready (< {coverage['critical_ready_count']}); nothing dispatched",
-            )])  # fmt: skip
+            self._alert(wh, result, ("phase4_critical", "latency"))
             return result
         if result.requests_failed:
             result.outcome, result.exit_code = "publish_failed", EXIT_ERROR
@@ -273,13 +285,13 @@ class Dispatcher:
         else:
             ready = coverage is not None and coverage["is_phase4_ready"]
             result.outcome = "dispatched" if ready else "partial"
-        if claimed and coverage and coverage["is_missing_warning"]:
-            self._alert(wh, result, [alerting.Alert(
-                game_date, "partial_dispatch", "warning",
-                f"Partial dispatch for {game_date}: {coverage['players_missing']} of "
-                f"{coverage['players_expected']} expected players neither predicted "
-                "nor requested",
-            )])  # fmt: skip
+        # A failed publish or a refused date says more than "partial": no partial then.
+        rules = tuple(
+            rule for rule in alert_rules.DISPATCH_RULES
+            if not (rule == "partial_dispatch" and result.requests_failed)
+        )  # fmt: skip
+        publish = (result.requests_failed, len(claimed)) if claimed else None
+        self._alert(wh, result, rules, publish=publish)
         return result
 
     def _publish(
@@ -452,15 +464,7 @@ class Dispatcher:
             level = coverage["alert_level"]
             result.outcome = "ok" if level == "ok" else "sla_breach"
             result.exit_code = EXIT_OK if level == "ok" else EXIT_SLA_BREACH
-            if level != "ok":
-                pct = coverage["coverage_pct"]
-                shown = "unknown (no expected player)" if pct is None else f"{pct:.1f} %"
-                self._alert(wh, result, [alerting.Alert(
-                    game_date, "coverage", level,
-                    f"Prediction coverage for {game_date} is {shown}: "
-                    f"{result.players_predicted} of {result.players_expected} players "
-                    "predicted at the status check",
-                )])  # fmt: skip
+            self._alert(wh, result, alert_rules.STATUS_RULES)
         return result
 
     def backfill(
@@ -667,11 +671,3 @@ def request_message(
 ) -> OutgoingMessage:
     """The prediction request message of one claimed request (see request_messages)."""
     return request_messages([row], batch_id, trigger_source, requested_at)[0]
-
-
-def _summary_status(rows: list[dict[str, Any]], alert: alerting.Alert) -> str:
-    statuses = {r["status"] for r in rows if r["dedup_key"] == f"{alert.dedup_key}/{alert.level}"}
-    for status in ("sent", "failed", "suppressed"):
-        if status in statuses:
-            return status
-    return "unknown"

@@ -4,6 +4,7 @@ worker stopping cleanly on SIGTERM / Ctrl-C. The installed `dispatcher`, as run.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import fcntl
 import io
@@ -140,7 +141,13 @@ def test_log_format_from_the_environment(settings, tmp_path):
     assert out.stderr and not any(_is_json(line) for line in out.stderr.splitlines())
 
 
-def test_quiet_prints_no_log_lines_on_success(settings, tmp_path):
+def test_quiet_prints_no_log_lines_on_success(tmp_path):
+    # Phase 4 finished just now, so the retry is on time: no latency alert to print.
+    on_time = dataclasses.replace(
+        SPEC, phase4_completed_at=dt.datetime.now(dt.UTC), phase4_in_one_write=True
+    )
+    (tmp_path / "on-time").mkdir()
+    settings = copy_of(build_template(tmp_path / "on-time", [on_time]), tmp_path)
     out = _run(tmp_path, ["-q", "retry", *DATE], _environ(settings))
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stderr == ""

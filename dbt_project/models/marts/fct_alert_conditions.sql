@@ -117,7 +117,11 @@ sla_missed as (
         game_date,
         'sla_missed' as rule,
         case
-            when is_game_day and is_past_sla_deadline and not is_sla_met then 'warning'
+            -- a coverage breach says it already: this is the shortfall it lets pass
+            when
+                is_game_day and is_past_sla_deadline and not is_sla_met
+                and coverage_level = 'ok'
+                then 'warning'
             else 'ok'
         end as level,
         cast(players_predicted as numeric) as observed,
