@@ -7,13 +7,12 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from alert_slate import GAME_DATE, SPEC, drain, execute, make_ready, query, unpredict
 from warehouses import build_template, copy_of
 
 import alerts
 from alerts import rules as alert_rules
 from dispatcher.dispatch import Dispatcher
-from dispatcher.sandbox.slate import SlateSpec
-from dispatcher.sandbox.worker import run_worker
 from dispatcher.warehouse import connect
 
 NOW = dt.datetime(2026, 11, 28, 9, 0)
@@ -50,17 +49,6 @@ def test_decide(level, last, expected):
 
 # -- the sequence over a changing slate (DuckDB, local outbox) ----------------------------
 
-GAME_DATE = dt.date(2026, 12, 5)  # its 07:00 PT deadline is ahead: no sla_missed here
-#: Phase 4 wrote every feature row but made none production ready yet.
-SPEC = SlateSpec(
-    game_date=GAME_DATE,
-    share_production_ready=0.0,
-    seed=11,
-    now=dt.datetime.now(dt.UTC),
-    phase4_completed_at=dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1),
-    phase4_in_one_write=True,
-)
-
 
 @pytest.fixture(scope="module")
 def template(tmp_path_factory):
@@ -85,49 +73,6 @@ class Pager:
         return out
 
 
-def _execute(settings, sql: str, params: dict | None = None) -> None:
-    wh = connect(settings)
-    try:
-        wh.execute(sql, {"game_date": GAME_DATE, **(params or {})})
-    finally:
-        wh.close()
-
-
-def _query(settings, sql: str) -> list[dict]:
-    wh = connect(settings)
-    try:
-        return wh.query(sql, {"game_date": GAME_DATE})
-    finally:
-        wh.close()
-
-
-def _make_ready(settings, share: float) -> None:
-    """Phase 4 makes the first ``share`` of the expected players (by name) ready."""
-    _execute(
-        settings,
-        "update nba_predictions.ml_feature_store_v2 set is_production_ready = true"
-        " where game_date = @game_date and player_lookup in ("
-        "  select player_lookup from ("
-        "   select player_lookup, row_number() over (order by player_lookup) as n,"
-        "          count(*) over () as total"
-        "   from nba_orchestration.fct_player_dispatch_state where game_date = @game_date)"
-        "  where n <= @share * total)",
-        {"share": share},
-    )
-
-
-def _drain(settings) -> None:
-    run_worker(settings, idle_exit_seconds=0.2)
-
-
-def _unpredict(settings) -> None:
-    _execute(
-        settings,
-        "update nba_predictions.player_prop_predictions set is_active = false"
-        " where game_date = @game_date",
-    )
-
-
 def test_the_sequence_of_messages_over_a_changing_slate(template, tmp_path):
     settings = copy_of(template, tmp_path)
     pager = Pager()
@@ -147,22 +92,22 @@ def test_the_sequence_of_messages_over_a_changing_slate(template, tmp_path):
     assert run("status") == [("coverage", "critical", "new")]
     assert run("status") == []
     # Phase 4 catches up to 85 %: the dispatch resolves Phase 4, partial stays (15 % not ready).
-    _make_ready(settings, 0.85)
+    make_ready(settings, 0.85)
     assert run("trigger") == [("phase4_critical", "critical", "resolved")]
-    _drain(settings)
+    drain(settings)
     assert run("status") == []  # 85 % predicted: better (warning), still a breach
     # The rest arrives: the retry publishes it and the partial warning clears.
-    _make_ready(settings, 1.0)
+    make_ready(settings, 1.0)
     assert run("retry") == [("partial_dispatch", "warning", "resolved")]
-    _drain(settings)
+    drain(settings)
     assert run("status") == [("coverage", "critical", "resolved")]
     assert run("status") == []
     assert run("trigger") == []
     # Predictions withdrawn: a new coverage breach, and a new partial one on dispatch.
-    _unpredict(settings)
+    unpredict(settings)
     assert run("status") == [("coverage", "critical", "new")]
     # The alert log holds every decision, suppressed ones included.
-    statuses = _query(
+    statuses = query(
         settings,
         "select status, count(*) as n from nba_orchestration.alert_log"
         " where game_date = @game_date group by status order by status",
@@ -178,11 +123,11 @@ def test_worsened_and_repeated_after_the_interval(template, tmp_path):
         Dispatcher(settings, channels={"pager": pager}).status(GAME_DATE)
         return pager.take()
 
-    _make_ready(settings, 1.0)
+    make_ready(settings, 1.0)
     Dispatcher(settings, channels={"pager": pager}).retry(GAME_DATE)
     pager.take()
-    _drain(settings)
-    _execute(  # 80 % predicted: a warning
+    drain(settings)
+    execute(  # 80 % predicted: a warning
         settings,
         "update nba_predictions.player_prop_predictions set is_active = false"
         " where game_date = @game_date and player_lookup in ("
@@ -190,11 +135,11 @@ def test_worsened_and_repeated_after_the_interval(template, tmp_path):
         "  where game_date = @game_date order by player_lookup limit 70)",
     )
     assert status() == [("coverage", "warning", "new")]
-    _unpredict(settings)  # nothing predicted any more: worse
+    unpredict(settings)  # nothing predicted any more: worse
     assert status() == [("coverage", "critical", "worsened")]
     assert status() == []
     # A day later the breach persists: sent once more, then quiet again.
-    _execute(
+    execute(
         settings,
         "update nba_orchestration.alert_log set created_at = created_at - interval 25 hour"
         " where game_date = @game_date",
@@ -215,7 +160,7 @@ def test_a_failed_channel_is_retried_at_the_next_run_and_never_fails_dispatch(
     [alert] = refused.alerts
     assert (alert["status"], alert["channels"]) == ("failed", {"log": "sent", "pager": "failed"})
     assert log.take() == [("phase4_critical", "critical", "new")]
-    failed = _query(
+    failed = query(
         settings,
         "select error_message from nba_orchestration.alert_log where status = 'failed'",
     )
@@ -273,7 +218,7 @@ def test_publish_failed_is_critical_with_the_count_and_no_partial_warning(templa
             pass
 
     settings = copy_of(template, tmp_path)
-    _make_ready(settings, 1.0)
+    make_ready(settings, 1.0)
     pager = Pager()
     result = Dispatcher(
         settings, channels={"pager": pager}, transport_factory=lambda wh: Refusing()
