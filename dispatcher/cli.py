@@ -143,6 +143,8 @@ def demo(game_date: dt.date | None, transport: str | None, overwrite: bool, as_j
             "predicted_players": result.predicted_players,
             "coverage": result.coverage,
             "latency": result.latency,
+            "alerts": result.alerts,
+            "report": str(result.report),
         }, default=str))  # fmt: skip
     if result.status.exit_code:
         raise SystemExit(result.status.exit_code)

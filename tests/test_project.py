@@ -123,6 +123,12 @@ def test_demo_on_the_embedded_default_ends_at_full_coverage(tmp_path):
     assert 0 <= seconds < 60 and latency["minutes_to_first_request"] < 1
     assert latency["is_sla_met"] is True and latency["latency_alert_level"] == "ok"
     assert latency["first_requested_at"] < latency["sla_deadline_at"]
+    # The alerts: wave 1 leaves 15 % of the slate not ready (partial), wave 2 clears it.
+    assert ("Alerts sent (log channel; Slack and email when configured): partial_dispatch"
+            " warning new, partial_dispatch warning resolved") in result.output  # fmt: skip
+    # It ends by writing the report and saying where.
+    report = Path(re.search(r"\nReport: (\S+) \(open it", result.output)[1])
+    assert report.is_file() and f"Latest game day: {game_date}" in report.read_text()
 
     # A second run on the same date tells the same story.
     args = ["demo", "--game-date", game_date.isoformat(), "--json"]

@@ -61,6 +61,10 @@ class DemoResult:
     predicted_players: int
     coverage: dict[str, Any]
     latency: dict[str, Any]
+    #: The alerts the story's runs sent (rule, level, kind), in order.
+    alerts: list[dict[str, Any]]
+    #: The HTML report the demo ends by writing, beside the warehouse file.
+    report: Path
 
 
 def _utc_now() -> dt.datetime:
@@ -168,7 +172,30 @@ def run_demo(
     echo(display.record(latency, LATENCY_COLUMNS) + "\n")
     for line in latency_story(latency, started):
         echo(line)
-    return DemoResult(game_date, first, second, status, worked, coverage, latency)
+    alerts = [
+        alert for run in (first, second, status) for alert in run.alerts
+        if alert["status"] == "sent"
+    ]  # fmt: skip
+    echo(alerts_story(alerts))
+    report = _write_report(settings, game_date)
+    echo(f"\nReport: {report} (open it in a browser: {report.resolve().as_uri()})")
+    return DemoResult(game_date, first, second, status, worked, coverage, latency, alerts, report)
+
+
+def alerts_story(alerts: list[dict[str, Any]]) -> str:
+    """The alerts the demo's runs sent, in one line."""
+    if not alerts:
+        return "Alerts sent: none"
+    sent = ", ".join(f"{a['rule']} {a['level']} {a['kind']}" for a in alerts)
+    return f"Alerts sent (log channel; Slack and email when configured): {sent}"
+
+
+def _write_report(settings: Settings, game_date: dt.date) -> Path:
+    from ..report import write_report
+
+    out = settings.duckdb_path.with_name("report.html")
+    write_report(settings, days=30, out=out, end=game_date)
+    return out
 
 
 def _utc(value: dt.datetime) -> dt.datetime:
