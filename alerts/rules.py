@@ -101,7 +101,7 @@ def _phase4_critical(day: dt.date, row: Mapping[str, Any]) -> Observation:
         message,
         f"Phase 4 recovered for {day}: {ready} of {expected} players ready",
         f"dispatcher plan --game-date {day}",
-        _figures(row, "players_expected", "players_ready", "ready_pct", "games_scheduled")
+        _figures(row, "players_expected", "players_ready", "games_scheduled")
         | {"critical_ready_count": floor},
     )  # fmt: skip
 

@@ -5,12 +5,6 @@
     it is a fact of one run (its failed publishes), not of the warehouse. -#}
 with
 
-readiness as (
-
-    select * from {{ ref('fct_phase4_readiness') }}  -- noqa: PRS
-
-),
-
 coverage as (
 
     select * from {{ ref('fct_prediction_coverage') }}  -- noqa: PRS
@@ -43,7 +37,6 @@ days as (
         coverage.missing_warning_count,
         coverage.coverage_warning_pct,
         coverage.coverage_critical_pct,
-        readiness.ready_pct,
         latency.latency_alert_level,
         latency.minutes_waited,
         latency.latency_warning_minutes,
@@ -54,94 +47,67 @@ days as (
         coalesce(latency.is_sla_met, false) as is_sla_met,
         {{ as_of_timestamp() }} > latency.sla_deadline_at as is_past_sla_deadline
     from coverage
-    inner join readiness on coverage.game_date = readiness.game_date
     inner join latency on coverage.game_date = latency.game_date
 
 ),
 
-phase4_critical as (
+-- The rules as rows, so that each date is read once and fanned out (a union of one
+-- select per rule reads the marts once per rule).
+rules as (
 
-    select
-        game_date,
-        'phase4_critical' as rule,
-        case when is_game_day and is_phase4_critical then 'critical' else 'ok' end as level,
-        cast(players_ready as numeric) as observed,
-        cast(null as numeric) as warning_threshold,
-        cast(critical_ready_count as numeric) as critical_threshold
-    from days
-
-),
-
-partial_dispatch as (
-
-    select
-        game_date,
-        'partial_dispatch' as rule,
-        case when is_game_day and is_missing_warning then 'warning' else 'ok' end as level,
-        cast(players_missing as numeric) as observed,
-        cast(missing_warning_count as numeric) as warning_threshold,
-        cast(null as numeric) as critical_threshold
-    from days
+    select 'phase4_critical' as rule
+    union all
+    select 'partial_dispatch' as rule
+    union all
+    select 'coverage' as rule
+    union all
+    select 'latency' as rule
+    union all
+    select 'sla_missed' as rule
 
 ),
 
-coverage_rule as (
+judged as (
 
     select
-        game_date,
-        'coverage' as rule,
-        coverage_level as level,
-        cast(coverage_pct as numeric) as observed,
-        cast(coverage_warning_pct as numeric) as warning_threshold,
-        cast(coverage_critical_pct as numeric) as critical_threshold
-    from days
-
-),
-
-latency_rule as (
-
-    select
-        game_date,
-        'latency' as rule,
-        case when is_game_day then latency_alert_level else 'ok' end as level,
-        cast(minutes_waited as numeric) as observed,
-        cast(latency_warning_minutes as numeric) as warning_threshold,
-        cast(latency_critical_minutes as numeric) as critical_threshold
-    from days
-
-),
-
-sla_missed as (
-
-    select
-        game_date,
-        'sla_missed' as rule,
+        days.*,
+        rules.rule,
         case
-            -- a coverage breach says it already: this is the shortfall it lets pass
+            when not days.is_game_day then 'ok'
+            when rules.rule = 'phase4_critical'
+                then case when days.is_phase4_critical then 'critical' else 'ok' end
+            when rules.rule = 'partial_dispatch'
+                then case when days.is_missing_warning then 'warning' else 'ok' end
+            when rules.rule = 'coverage' then days.coverage_level
+            when rules.rule = 'latency' then days.latency_alert_level
+            -- sla_missed: a coverage breach says it already; this is the shortfall
+            -- the coverage line lets pass
             when
-                is_game_day and is_past_sla_deadline and not is_sla_met
-                and coverage_level = 'ok'
+                days.is_past_sla_deadline and not days.is_sla_met
+                and days.coverage_level = 'ok'
                 then 'warning'
             else 'ok'
         end as level,
-        cast(players_predicted as numeric) as observed,
-        cast(players_expected as numeric) as warning_threshold,
-        cast(null as numeric) as critical_threshold
+        case rules.rule
+            when 'phase4_critical' then days.players_ready
+            when 'partial_dispatch' then days.players_missing
+            when 'coverage' then days.coverage_pct
+            when 'latency' then days.minutes_waited
+            else days.players_predicted
+        end as observed,
+        case rules.rule
+            when 'partial_dispatch' then days.missing_warning_count
+            when 'coverage' then days.coverage_warning_pct
+            when 'latency' then days.latency_warning_minutes
+            when 'sla_missed' then days.players_expected
+        end as warning_threshold,
+        case rules.rule
+            when 'phase4_critical' then days.critical_ready_count
+            when 'coverage' then days.coverage_critical_pct
+            when 'latency' then days.latency_critical_minutes
+        end as critical_threshold
     from days
-
-),
-
-rules as (
-
-    select * from phase4_critical
-    union all
-    select * from partial_dispatch
-    union all
-    select * from coverage_rule
-    union all
-    select * from latency_rule
-    union all
-    select * from sla_missed
+    cross join rules
 
 ),
 
@@ -149,32 +115,30 @@ final as (
 
     select
         -- key
-        rules.game_date,
-        rules.rule,
+        game_date,
+        rule,
 
         -- the decision
-        rules.level,
-        rules.observed,
-        rules.warning_threshold,
-        rules.critical_threshold,
+        level,
+        cast(observed as numeric) as observed,
+        cast(warning_threshold as numeric) as warning_threshold,
+        cast(critical_threshold as numeric) as critical_threshold,
 
         -- the figures the messages quote
-        days.is_game_day,
-        days.games_scheduled,
-        days.players_expected,
-        days.players_ready,
-        days.players_predicted,
-        days.players_in_flight,
-        days.players_missing,
-        days.coverage_pct,
-        days.ready_pct,
-        days.missing_warning_pct,
-        days.phase4_ready_at,
-        days.first_requested_at,
-        days.sla_deadline_at
+        is_game_day,
+        games_scheduled,
+        players_expected,
+        players_ready,
+        players_predicted,
+        players_in_flight,
+        players_missing,
+        coverage_pct,
+        missing_warning_pct,
+        phase4_ready_at,
+        first_requested_at,
+        sla_deadline_at
 
-    from rules
-    inner join days on rules.game_date = days.game_date
+    from judged
 
 )
 
