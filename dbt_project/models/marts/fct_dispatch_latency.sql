@@ -6,12 +6,6 @@ readiness as (
 
 ),
 
-coverage as (
-
-    select * from {{ ref('fct_prediction_coverage') }}  -- noqa: PRS
-
-),
-
 dispatch_state as (
 
     select * from {{ ref('int_player_dispatch_state') }}  -- noqa: PRS
@@ -39,13 +33,16 @@ first_request as (
 
 ),
 
-last_prediction as (
+-- Counted here rather than read from fct_prediction_coverage (the same counts of the
+-- same model): a view over fewer views is much cheaper to expand.
+predictions as (
 
     select
         game_date,
-        max(last_predicted_at) as last_predicted_at
+        count(*) as players_expected,
+        count(case when is_predicted then 1 end) as players_predicted,
+        max(case when is_predicted then last_predicted_at end) as last_predicted_at
     from dispatch_state
-    where is_predicted
     group by game_date
 
 ),
@@ -58,23 +55,25 @@ joined as (
         readiness.phase4_ready_at,
         first_request.first_requested_at,
         first_request.first_trigger_source,
-        last_prediction.last_predicted_at,
-        coverage.players_expected,
-        coverage.players_predicted,
-        coverage.players_expected > 0
-        and coverage.players_predicted = coverage.players_expected as is_complete,
+        predictions.last_predicted_at,
+        coalesce(predictions.players_expected, 0) as players_expected,
+        coalesce(predictions.players_predicted, 0) as players_predicted,
+        coalesce(
+            predictions.players_expected > 0
+            and predictions.players_predicted = predictions.players_expected,
+            false
+        ) as is_complete,
         {{ local_time_to_utc('readiness.game_date', var('sla_local_time'), var('sla_timezone')) }}
             as sla_deadline_at,
         {{ dbt.datediff('readiness.phase4_ready_at',
                         'coalesce(first_request.first_requested_at, ' ~ as_of_timestamp() ~ ')',
                         'second') }} / 60.0 as minutes_waited
     from readiness
-    inner join coverage on readiness.game_date = coverage.game_date
     left join first_request
         on
             readiness.game_date = first_request.game_date
             and first_request.row_num = 1
-    left join last_prediction on readiness.game_date = last_prediction.game_date
+    left join predictions on readiness.game_date = predictions.game_date
 
 ),
 
