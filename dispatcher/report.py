@@ -407,7 +407,7 @@ def build_charts(data: ReportData) -> dict[str, str]:
         .properties(width=_WIDTH, height=max(40, 32 * len(present)))
     )  # fmt: skip
 
-    series = ("info", "warning", "critical", "resolved")
+    series = ("warning", "critical", "resolved")
     alert_rows = [
         {"game_date": r["game_date"].isoformat(), "series": r["series"], "alerts": r["alerts"]}
         for r in data.alerts
