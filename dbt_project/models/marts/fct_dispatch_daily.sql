@@ -1,13 +1,12 @@
-{#- One row per game day: what analysts and on-call read first. Readiness, coverage,
-    latency and the SLA as the other marts decide them; runs and alerts from the
-    tables the dispatcher writes; and whether the day was a success. -#}
+{#- One row per game day: what analysts and on-call read first. Readiness from
+    fct_phase4_readiness; coverage, latency and the SLA by the definitions of
+    fct_prediction_coverage and fct_dispatch_latency, computed here from the dispatch
+    state and the ledger rather than read from those marts, which stack the same views
+    again (a warehouse expands every view it reads: built on them, this view would
+    evaluate the dispatch state eight times, built like this twice);
+    tests/test_monitoring.py holds the columns equal. Runs and alerts come from the
+    tables the dispatcher writes. -#}
 with
-
-coverage as (
-
-    select * from {{ ref('fct_prediction_coverage') }}  -- noqa: PRS
-
-),
 
 readiness as (
 
@@ -15,15 +14,15 @@ readiness as (
 
 ),
 
-latency as (
-
-    select * from {{ ref('fct_dispatch_latency') }}  -- noqa: PRS
-
-),
-
 dispatch_state as (
 
     select * from {{ ref('int_player_dispatch_state') }}  -- noqa: PRS
+
+),
+
+ledger as (
+
+    select * from {{ ref('request_ledger') }}  -- noqa: PRS
 
 ),
 
@@ -39,14 +38,34 @@ alerts as (
 
 ),
 
-feature_quality as (
+-- fct_prediction_coverage's counts and fct_dispatch_latency's last prediction
+state_counts as (
 
     select
         game_date,
-        avg(feature_quality_score) as avg_feature_quality_score
+        count(case when state = 'predicted' then 1 end) as players_predicted,
+        count(case when state = 'in_flight' then 1 end) as players_in_flight,
+        max(case when is_predicted then last_predicted_at end) as last_predicted_at,
+        avg(case when has_features then feature_quality_score end)
+            as avg_feature_quality_score
     from dispatch_state
-    where has_features
     group by game_date
+
+),
+
+-- fct_dispatch_latency's first acknowledged request
+first_request as (
+
+    select
+        game_date,
+        published_at as first_requested_at,
+        trigger_source as first_trigger_source,
+        row_number() over (
+            partition by game_date
+            order by published_at, request_id
+        ) as row_num
+    from ledger
+    where published_at is not null
 
 ),
 
@@ -107,24 +126,22 @@ alert_counts as (
 joined as (
 
     select
-        coverage.game_date,
-        coverage.games_scheduled,
-        coverage.players_expected,
-        coverage.players_ready,
+        readiness.game_date,
+        readiness.games_scheduled,
+        readiness.players_expected,
+        readiness.players_ready,
         readiness.ready_pct,
-        feature_quality.avg_feature_quality_score,
-        coverage.players_predicted,
-        coverage.players_missing,
-        coverage.coverage_pct,
         readiness.phase4_ready_at,
-        latency.first_requested_at,
-        latency.first_trigger_source,
-        latency.minutes_to_first_request,
-        latency.last_predicted_at,
-        latency.sla_deadline_at,
-        latency.is_sla_met,
-        {{ dbt.datediff('readiness.phase4_ready_at', 'latency.first_requested_at', 'second') }}
-            as seconds_to_first_request,
+        state_counts.avg_feature_quality_score,
+        coalesce(state_counts.players_predicted, 0) as players_predicted,
+        coalesce(state_counts.players_in_flight, 0) as players_in_flight,
+        state_counts.last_predicted_at,
+        first_request.first_requested_at,
+        first_request.first_trigger_source,
+        {{ local_time_to_utc('readiness.game_date', var('sla_local_time'), var('sla_timezone')) }}
+            as sla_deadline_at,
+        {{ dbt.datediff('readiness.phase4_ready_at', 'first_request.first_requested_at',
+                        'second') }} as seconds_to_first_request,
         coalesce(run_counts.runs, 0) as runs,
         coalesce(run_counts.runs_pubsub, 0) as runs_pubsub,
         coalesce(run_counts.runs_scheduler, 0) as runs_scheduler,
@@ -135,13 +152,15 @@ joined as (
         coalesce(run_counts.requests_published, 0) as requests_published,
         coalesce(alert_counts.alerts_sent, 0) as alerts_sent,
         coalesce(alert_counts.critical_alerts_sent, 0) as critical_alerts_sent
-    from coverage
-    inner join readiness on coverage.game_date = readiness.game_date
-    inner join latency on coverage.game_date = latency.game_date
-    left join feature_quality on coverage.game_date = feature_quality.game_date
-    left join run_counts on coverage.game_date = run_counts.game_date
-    left join alert_counts on coverage.game_date = alert_counts.game_date
-    where coverage.is_game_day
+    from readiness
+    left join state_counts on readiness.game_date = state_counts.game_date
+    left join first_request
+        on
+            readiness.game_date = first_request.game_date
+            and first_request.row_num = 1
+    left join run_counts on readiness.game_date = run_counts.game_date
+    left join alert_counts on readiness.game_date = alert_counts.game_date
+    where readiness.is_game_day
 
 ),
 
@@ -172,21 +191,26 @@ final as (
         players_expected,
         players_ready,
         ready_pct,
-        cast(round(avg_feature_quality_score, 2) as numeric) as avg_feature_quality_score,
+        -- DuckDB averages decimals as doubles: back to exact decimals before rounding
+        cast(round(cast(avg_feature_quality_score as numeric(38, 9)), 2) as numeric)
+            as avg_feature_quality_score,
         phase4_ready_at,
 
-        -- coverage and the SLA
+        -- coverage and the SLA, as fct_prediction_coverage and fct_dispatch_latency
         players_predicted,
-        players_missing,
-        coverage_pct,
+        players_expected - players_predicted - players_in_flight as players_missing,
+        cast({{ percent('players_predicted', 'players_expected') }} as numeric)
+            as coverage_pct,
         last_predicted_at,
         sla_deadline_at,
-        is_sla_met,
+        players_expected > 0
+        and players_predicted = players_expected
+        and last_predicted_at <= sla_deadline_at as is_sla_met,
 
-        -- latency
+        -- latency, as fct_dispatch_latency
         first_requested_at,
         first_trigger_source,
-        minutes_to_first_request,
+        cast(round(seconds_to_first_request / 60.0, 1) as numeric) as minutes_to_first_request,
 
         -- the run log
         cast(runs as int64) as runs,
