@@ -46,8 +46,8 @@ state_counts as (
         count(case when state = 'predicted' then 1 end) as players_predicted,
         count(case when state = 'in_flight' then 1 end) as players_in_flight,
         max(case when is_predicted then last_predicted_at end) as last_predicted_at,
-        avg(case when has_features then feature_quality_score end)
-            as avg_feature_quality_score
+        sum(case when has_features then feature_quality_score end) as feature_quality_sum,
+        count(case when has_features then feature_quality_score end) as feature_rows
     from dispatch_state
     group by game_date
 
@@ -132,7 +132,8 @@ joined as (
         readiness.players_ready,
         readiness.ready_pct,
         readiness.phase4_ready_at,
-        state_counts.avg_feature_quality_score,
+        state_counts.feature_quality_sum,
+        state_counts.feature_rows,
         coalesce(state_counts.players_predicted, 0) as players_predicted,
         coalesce(state_counts.players_in_flight, 0) as players_in_flight,
         state_counts.last_predicted_at,
@@ -191,8 +192,9 @@ final as (
         players_expected,
         players_ready,
         ready_pct,
-        -- DuckDB averages decimals as doubles: back to exact decimals before rounding
-        cast(round(cast(avg_feature_quality_score as numeric(38, 9)), 2) as numeric)
+        -- an average rounded in hundredths from the exact sum, so that a half rounds
+        -- alike everywhere (DuckDB averages decimals as doubles)
+        cast(round(feature_quality_sum * 100 / nullif(feature_rows, 0)) / 100 as numeric)
             as avg_feature_quality_score,
         phase4_ready_at,
 
