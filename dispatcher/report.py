@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import datetime as dt
 import html
-import io
+import json
 import os
+import subprocess
+import sys
 import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -256,19 +258,52 @@ def gather(
 # -- charts -------------------------------------------------------------------------------
 
 
-def _svg(chart: Any) -> str:
-    """The chart as inline SVG: rendered offline by vl-convert (through Altair), the XML
-    namespace declarations dropped (HTML puts an inline <svg> in its namespace itself),
-    so that the page names no URL at all."""
-    buffer = io.StringIO()
-    chart.save(buffer, format="svg")
-    svg = buffer.getvalue()
-    for declaration in (
-        ' xmlns="http://www.w3.org/2000/svg"',
-        ' xmlns:xlink="http://www.w3.org/1999/xlink"',
-    ):
-        svg = svg.replace(declaration, "", 1)
-    return svg
+#: The renderer, run in a process of its own: vl-convert starts a JavaScript engine,
+#: an async runtime and an allocator with background threads in the process that loads
+#: it, after which fork() there can hang (a later subprocess of a long-lived caller,
+#: such as a test session or a service, would never start). Specs in, SVGs out, JSON.
+_RENDER = (
+    "import json, sys\n"
+    "import vl_convert\n"
+    "job = json.load(sys.stdin)\n"
+    "json.dump([vl_convert.vegalite_to_svg(spec, vl_version=job['vl_version'])"
+    " for spec in job['specs']], sys.stdout)\n"
+)
+RENDER_TIMEOUT_SECONDS = 120
+
+
+def _render_svgs(charts: Mapping[str, Any]) -> dict[str, str]:
+    """Every chart as inline SVG, rendered offline by vl-convert in a child process (see
+    _RENDER), the XML namespace declarations dropped (HTML puts an inline <svg> in its
+    namespace itself), so that the page names no URL at all."""
+    from altair.vegalite import SCHEMA_VERSION
+
+    job = {
+        "vl_version": "_".join(SCHEMA_VERSION.split(".")[:2]),
+        "specs": [chart.to_dict() for chart in charts.values()],
+    }
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", _RENDER], input=json.dumps(job), capture_output=True,
+            text=True, timeout=RENDER_TIMEOUT_SECONDS,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired:
+        raise ReportError(
+            f"rendering the charts took more than {RENDER_TIMEOUT_SECONDS} s"
+        ) from None
+    if done.returncode != 0:
+        reason = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise ReportError(f"rendering the charts failed: {reason[:300]}")
+    svgs = json.loads(done.stdout)
+    out = {}
+    for name, svg in zip(charts, svgs, strict=True):
+        for declaration in (
+            ' xmlns="http://www.w3.org/2000/svg"',
+            ' xmlns:xlink="http://www.w3.org/1999/xlink"',
+        ):
+            svg = svg.replace(declaration, "", 1)
+        out[name] = svg
+    return out
 
 
 def _x(alt: Any, dates: Sequence[str]) -> Any:
@@ -433,7 +468,7 @@ def build_charts(data: ReportData) -> dict[str, str]:
         "trigger_source": trigger_source,
         "alerts": _size(alerts),
     }
-    return {name: _svg(chart) for name, chart in charts.items()}
+    return _render_svgs(charts)
 
 
 # -- the page -------------------------------------------------------------------------------

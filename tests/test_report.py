@@ -511,3 +511,23 @@ def test_no_heavy_import_until_a_report_is_made():
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert out.stdout.strip() == ""
+
+
+def test_the_renderer_runs_apart_so_the_caller_can_still_fork(settings, tmp_path):
+    """vl-convert's engine and allocator threads would make a later fork() hang in the
+    process that loaded it; the report loads it in a child process only."""
+    code = (
+        "import subprocess, sys\n"
+        "from dispatcher.config import Settings\n"
+        "from dispatcher.report import write_report\n"
+        f"write_report(Settings(duckdb_path={str(settings.duckdb_path)!r}),"
+        f" out=__import__('pathlib').Path({str(tmp_path / 'r.html')!r}))\n"
+        "assert 'vl_convert' not in sys.modules, 'vl_convert loaded in the caller'\n"
+        "for _ in range(20):\n"
+        "    subprocess.run([sys.executable, '-c', 'pass'], check=True, timeout=30)\n"
+        "print('forked')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300)  # fmt: skip
+    assert out.returncode == 0 and out.stdout.strip() == "forked", out.stderr[-2000:]
+    assert "<svg" in (tmp_path / "r.html").read_text()
