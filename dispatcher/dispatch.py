@@ -202,11 +202,12 @@ class Dispatcher:
     ) -> None:
         """Ask alerts/ for ``rules`` on the run's date; what it sent goes in the result."""
         try:
-            observations = alert_rules.observe(wh, result.game_date, rules, publish=publish)
-            deliveries = alerting.deliver(
-                wh, observations, run_id=result.run_id, routes=self._routes(),
-                repeat=dt.timedelta(hours=self.settings.alert_repeat_hours),
-            )  # fmt: skip
+            with result.stages.stage("alerts"):
+                observations = alert_rules.observe(wh, result.game_date, rules, publish=publish)
+                deliveries = alerting.deliver(
+                    wh, observations, run_id=result.run_id, routes=self._routes(),
+                    repeat=dt.timedelta(hours=self.settings.alert_repeat_hours),
+                )  # fmt: skip
         except Exception as exc:  # alerting failures are logged, never fatal
             log("ERROR", f"alerting failed: {type(exc).__name__}: {exc}",
                 game_date=result.game_date.isoformat(), run_id=result.run_id)  # fmt: skip
