@@ -76,7 +76,7 @@ def parse_phase4_event(raw: str | bytes | dict, *, today: dt.date) -> Phase4Even
             raise InvalidInput(f"event is larger than {MAX_EVENT_BYTES} bytes")
         try:
             payload = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # too deep
             raise InvalidInput(f"event is not valid JSON: {exc}") from None
     else:
         payload = raw

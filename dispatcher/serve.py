@@ -323,7 +323,8 @@ def create_app(
     def http_error(exc: HTTPException):
         status = exc.code or 500
         if isinstance(exc, RequestEntityTooLarge):
-            return _error(413, f"request body is larger than {MAX_BODY_BYTES} bytes")
+            return _error(413, f"request body is larger than {MAX_BODY_BYTES} bytes",
+                          field="body")  # fmt: skip
         return _error(status, exc.description or exc.name)
 
     @app.errorhandler(Exception)
@@ -346,7 +347,7 @@ def create_app(
             return {}
         try:
             payload = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):  # too deep
             raise BadRequest("request body is not JSON", "body") from None
         if not isinstance(payload, dict):
             raise BadRequest("request body must be a JSON object", "body")
@@ -439,12 +440,13 @@ def _schedule_time(value: str | None) -> dt.datetime | None:
     text = value.strip()
     try:
         parsed = dt.datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
+        utc = parsed.astimezone(dt.UTC) if parsed.tzinfo is not None else None
+    except (ValueError, OverflowError):  # Overflow: 0001-01-01T00:00+01:00 is before year 1 in UTC
         raise BadRequest(f"{SCHEDULE_TIME_HEADER} is not an RFC 3339 time: {text[:40]!r}",
                          SCHEDULE_TIME_HEADER) from None  # fmt: skip
-    if parsed.tzinfo is None:
+    if utc is None:
         raise BadRequest(f"{SCHEDULE_TIME_HEADER} has no time zone", SCHEDULE_TIME_HEADER)
-    return parsed.astimezone(dt.UTC)
+    return utc
 
 
 # -- gunicorn ----------------------------------------------------------------------------
