@@ -357,8 +357,8 @@ def create_app(
         payload = body_json()
         unknown = sorted(str(key)[:40] for key in payload if key != "game_date")
         if unknown:
-            raise BadRequest(f"unknown field {', '.join(unknown[:3])}: only game_date is read",
-                             unknown[0])  # fmt: skip
+            shown = ", ".join(repr(key) for key in unknown[:3])  # a key may hold a line break
+            raise BadRequest(f"unknown field {shown}: only game_date is read", unknown[0])
         value = payload.get("game_date")
         if value is None:
             return today()

@@ -72,3 +72,12 @@ def test_a_schedule_time_out_of_range_in_utc_is_400(tmp_path):
         assert response.status_code == 400, response.json
         assert response.json["field"] == SCHEDULE_TIME_HEADER
     assert not (tmp_path / "absent.duckdb").exists()
+
+
+def test_an_unknown_key_with_a_line_break_is_refused_on_one_line(tmp_path):
+    client = _client(tmp_path)
+    for route in SCHEDULER_ROUTES:
+        response = client.post(route, data=json.dumps({"game_date": "2026-11-28", "a\nb": 1}))
+        assert response.status_code == 400
+        assert response.json["field"] == "a\nb"
+        assert response.json["error"] == "unknown field 'a\\nb': only game_date is read"
