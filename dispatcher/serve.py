@@ -343,6 +343,9 @@ def create_app(
 
     def body_json() -> dict[str, Any]:
         raw = request.get_data(cache=True)
+        if request.content_length is None and len(raw) >= MAX_BODY_BYTES:
+            # A chunked body is cut at the limit (werkzeug's stream), not refused.
+            raise BadRequest(f"request body is larger than {MAX_BODY_BYTES} bytes", "body", 413)
         if not raw.strip():
             return {}
         try:

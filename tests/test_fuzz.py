@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import io
 import json
 
 from click.testing import CliRunner
@@ -81,3 +82,22 @@ def test_an_unknown_key_with_a_line_break_is_refused_on_one_line(tmp_path):
         assert response.status_code == 400
         assert response.json["field"] == "a\nb"
         assert response.json["error"] == "unknown field 'a\\nb': only game_date is read"
+
+
+def test_a_chunked_body_over_the_limit_is_413_not_cut_at_the_limit(tmp_path):
+    """Without a Content-Length (chunked), werkzeug's stream stops at the limit: what it
+    read was a valid body followed by padding, and was dispatched."""
+    client = _client(tmp_path)
+    padded = b'{"game_date": "2026-11-28"}' + b" " * (2 * MAX_BODY_BYTES)
+    for route in ("/trigger", *SCHEDULER_ROUTES):
+        # gunicorn reads chunked bodies itself and says so (wsgi.input_terminated).
+        response = client.post(route, input_stream=io.BytesIO(padded),
+                               headers={"Transfer-Encoding": "chunked"},
+                               environ_overrides={"wsgi.input_terminated": True})  # fmt: skip
+        assert response.status_code == 413, response.json
+        assert response.json["field"] == "body"
+    small = client.post("/retry", input_stream=io.BytesIO(b'{"game_date": "2026-13-01"}'),
+                        headers={"Transfer-Encoding": "chunked"},
+                        environ_overrides={"wsgi.input_terminated": True})  # fmt: skip
+    assert (small.status_code, small.json["field"]) == (400, "game_date")
+    assert not (tmp_path / "absent.duckdb").exists()
