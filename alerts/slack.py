@@ -113,7 +113,8 @@ class SlackChannel:
         status = response.status_code
         if status == 200:
             return
-        body = scrub(str(response.body or "")[:80], self._secrets())
+        # Scrubbed before it is cut: a cut through the URL would leave part of it unmatched.
+        body = scrub(str(response.body or ""), self._secrets())[:80]
         reason = f"HTTP {status}" + (f" {body}" if body else "")
         if status == 429 or status >= 500:
             raise TransientError(reason, _retry_after(response.headers))
