@@ -230,6 +230,9 @@ def _summary(result) -> str:
                      f" published {result.requests_published}")  # fmt: skip
     elif result.batch_id:
         lines.append(f"  published {result.requests_published} in batch {result.batch_id}")
+    if result.players_claimed:
+        lines.append(f"  {result.players_claimed} claimed by another dispatch, not confirmed yet;"
+                     f" try again in {result.retry_after_seconds} s")  # fmt: skip
     if result.requests_failed:
         lines.append(f"  FAILED to publish {result.requests_failed} (claims released)")
     if result.error:

@@ -18,6 +18,9 @@ TRANSPORTS = ("local", "pubsub")
 
 #: The repository root holds dbt_project.yml and profiles.yml.
 DEFAULT_DBT_PROJECT_DIR = Path(__file__).resolve().parent.parent
+DEFAULT_PUBLISH_TIMEOUT = 10.0
+#: Seconds a confirm may take after the publish, within the dbt var claim_lease_seconds.
+CONFIRM_MARGIN_SECONDS = 20
 
 
 LOCAL_OUTBOX_NEEDS_DUCKDB = (
@@ -146,7 +149,7 @@ class Settings:
     dbt_project_dir: Path = DEFAULT_DBT_PROJECT_DIR
     dbt_target_path: Path | None = None
     query_timeout_seconds: float = 60.0
-    publish_timeout_seconds: float = 10.0
+    publish_timeout_seconds: float = DEFAULT_PUBLISH_TIMEOUT
     #: A persisting breach is sent again after this many hours (DISPATCHER_ALERT_REPEAT_HOURS).
     alert_repeat_hours: float = 24.0
     #: A service-account key file (DISPATCHER_BIGQUERY_KEYFILE); None: Application
@@ -212,7 +215,24 @@ class Settings:
                 keyfile_credentials(self.bigquery_keyfile)
             except ConfigError as exc:
                 problems.append(str(exc))
+        if self.publish_timeout_seconds != DEFAULT_PUBLISH_TIMEOUT:
+            problems += self._claim_lease_problems()
         return problems
+
+    def _claim_lease_problems(self) -> list[str]:
+        """A publish must end, and its confirm land, inside the claim lease: after it
+        another dispatch may claim the same players. (Read only for a non-default
+        timeout: the project's defaults fit, and dbt_project.yml costs a YAML parse.)"""
+        from .project import dbt_vars
+
+        lease = float(dbt_vars(self.dbt_project_dir).get("claim_lease_seconds", 0))
+        if self.publish_timeout_seconds + CONFIRM_MARGIN_SECONDS <= lease:
+            return []
+        return [
+            f"DISPATCHER_PUBLISH_TIMEOUT ({self.publish_timeout_seconds:g} s) plus"
+            f" {CONFIRM_MARGIN_SECONDS} s for the confirm must stay within the dbt var"
+            f" claim_lease_seconds ({lease:g} s): lower the timeout or raise the var"
+        ]
 
     def credentials(self) -> Credentials | None:
         """The keyfile's service-account credentials; None: Application Default

@@ -32,6 +32,9 @@ from .warehouse import Warehouse, connect
 RUN_LOG = "nba_orchestration.dispatch_runs"
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_CRITICAL, EXIT_SLA_BREACH = 0, 1, 2, 3, 4
+#: Nothing pending, but another dispatch's claims are not confirmed yet: try again later.
+EXIT_IN_PROGRESS = 5
+
 
 @dataclass
 class RunResult:
@@ -58,8 +61,11 @@ class RunResult:
     dates: list[dict[str, Any]] | None = None
     #: Where the time went and how many warehouse statements the run sent.
     stages: Stages = field(default_factory=Stages, repr=False)
-    #: Outcome `waiting` (start_check): seconds until the next check is worth it.
+    #: Outcome `waiting` (start_check) or `in_progress`: seconds until a new call is
+    #: worth it.
     retry_after_seconds: int | None = None
+    #: Outcome `in_progress`: players held by other dispatches' unconfirmed claims.
+    players_claimed: int = 0
 
     def as_json(self) -> dict[str, Any]:
         out = {
@@ -86,6 +92,8 @@ class RunResult:
             out["players_filtered"] = self.players_filtered
         if self.retry_after_seconds is not None:
             out["retry_after_seconds"] = self.retry_after_seconds
+        if self.players_claimed:
+            out["players_claimed"] = self.players_claimed
         return out
 
 
@@ -281,6 +289,8 @@ class Dispatcher:
                 f"{result.requests_failed} of {len(claimed)} publishes failed; "
                 "their claims were released"
             )
+        elif not claimed and coverage["players_claimed"]:
+            self._in_progress(result, coverage)
         elif not claimed:
             result.outcome = "nothing_pending"
         else:
@@ -294,6 +304,23 @@ class Dispatcher:
         publish = (result.requests_failed, len(claimed)) if claimed else None
         self._alert(wh, result, rules, publish=publish)
         return result
+
+    @staticmethod
+    def _in_progress(result: RunResult, coverage: dict[str, Any]) -> None:
+        """Nothing to claim because another dispatch holds unconfirmed claims: it is
+        publishing them, or it died and they end with the claim lease. Not "nothing
+        pending": the caller should come back (serve answers 503, so Pub/Sub redelivers)
+        once the claims are confirmed or have ended."""
+        result.outcome, result.exit_code = "in_progress", EXIT_IN_PROGRESS
+        result.players_claimed = coverage["players_claimed"]
+        ends = coverage["claims_expire_at"]
+        left = (ends - ledger.utc_now()).total_seconds() if ends is not None else 0.0
+        result.retry_after_seconds = max(1, int(left + 0.999))
+        log("WARNING", f"{result.players_claimed} players are claimed by another dispatch that"
+            f" has not confirmed its publish; they are pending again in"
+            f" {result.retry_after_seconds} s unless it confirms",
+            game_date=result.game_date.isoformat(), run_id=result.run_id,
+            players_claimed=result.players_claimed)  # fmt: skip
 
     def _publish(
         self, result: RunResult, claimed: list[dict[str, Any]], transport: Transport

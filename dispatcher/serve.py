@@ -18,8 +18,9 @@ Routes (every answer is JSON):
 Status codes: 200 done (``no_games``, ``nothing_pending``, ``sla_breach`` included:
 the status check's alert went out, a retry would change nothing), 400 malformed, 401
 no or invalid token, 403 a valid token of an account not allowed, 413 body too large,
-503 Phase 4 insufficient (``critical``) or still ``waiting`` (with Retry-After), 500
-a real fault (``error``, ``publish_failed``, an exception).
+503 Phase 4 insufficient (``critical``), still ``waiting`` or ``in_progress`` (another
+dispatch's claims not confirmed yet; both with Retry-After), 500 a real fault
+(``error``, ``publish_failed``, an exception).
 
 With ``DISPATCHER_PUSH_AUDIENCE`` set, every route but ``/health`` needs a Google-signed
 OIDC ID token (``Authorization: Bearer``) for that audience, from an account listed in
@@ -69,7 +70,7 @@ SCHEDULE_TIME_HEADER = "X-CloudScheduler-ScheduleTime"
 STATUS_CODES = {
     "dispatched": 200, "partial": 200, "nothing_pending": 200, "no_games": 200,
     "ok": 200, "sla_breach": 200,
-    "critical": 503, "waiting": 503,
+    "critical": 503, "waiting": 503, "in_progress": 503,
     "publish_failed": 500, "error": 500,
 }  # fmt: skip
 

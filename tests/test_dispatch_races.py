@@ -29,7 +29,7 @@ from warehouses import build_template, copy_of
 
 from dispatcher import ledger
 from dispatcher.config import Settings
-from dispatcher.dispatch import EXIT_ERROR, EXIT_OK, Dispatcher, RunResult
+from dispatcher.dispatch import EXIT_ERROR, EXIT_IN_PROGRESS, EXIT_OK, Dispatcher, RunResult
 from dispatcher.sandbox.slate import SlateSpec, generate_slate
 from dispatcher.transport import REQUEST_TOPIC
 from dispatcher.warehouse import connect
@@ -94,8 +94,7 @@ def _expected(spec: SlateSpec) -> Expected:
         pending=counts.pending,
         lease_expired=counts.lease_expired,
         request_ids={
-            player: _request_id(spec.game_date, player, attempts[player] + 1)
-            for player in pending
+            player: _request_id(spec.game_date, player, attempts[player] + 1) for player in pending
         },
         slate_request_ids=frozenset(row["request_id"] for row in slate.ledger),
     )
@@ -407,14 +406,16 @@ def test_claim_older_than_the_lease_is_requested_again_as_the_next_attempt(setti
     assert (again.outcome, again.requests_published) == ("nothing_pending", 0)
 
 
-def test_claim_inside_the_lease_is_not_requested_again(settings, expected):
-    crashed = _claim_without_publishing(settings, _naive_utc_now() - dt.timedelta(minutes=1))
+def test_claim_inside_the_claim_lease_is_not_requested_again(settings, expected):
+    # claim_lease_seconds (60): a claim nobody confirmed holds its players that long.
+    crashed = _claim_without_publishing(settings, _naive_utc_now() - dt.timedelta(seconds=30))
     assert len(crashed) == expected.pending
 
     result = Dispatcher(settings).retry(GAME_DATE)
 
-    assert (result.outcome, result.exit_code) == ("nothing_pending", EXIT_OK), result.error
+    assert (result.outcome, result.exit_code) == ("in_progress", EXIT_IN_PROGRESS), result.error
     assert result.requests_published == 0
+    assert result.players_claimed == expected.pending
     rows = _ledger(settings)
     assert [r for r in _new_requests(rows, expected) if r["batch_id"] != "crashed"] == []
     assert len([r for r in rows if r["batch_id"] == "crashed"]) == expected.pending

@@ -44,6 +44,7 @@ GROUPS: dict[str, dict[str, Any]] = {
         "coverage_critical_pct": 30,
         "sla_timezone": "America/New_York",
         "success_coverage_pct": 70,
+        "claim_lease_seconds": 3 * 3600,
     },
     "critical_lease_systems_latency": {
         "critical_ready_count": 80,
@@ -106,9 +107,18 @@ def _specs(now: dt.datetime) -> dict[str, SlateSpec]:
         "coverage_critical_pct": SlateSpec(
             game_date=_day(7), teams=4, share_predicted=0.4, seed=17, now=now, **full
         ),
-        # Claims 2 minutes old (in flight) and 2 hours old (expired at 10 minutes).
+        # Requests published 32 minutes ago (expired at 10 minutes, not at 180) and
+        # claims never confirmed, 2 hours old (expired at the claim lease either way).
         "request_lease_minutes": SlateSpec(
-            game_date=_day(10), share_in_flight=0.2, share_lease_expired=0.3, seed=18, now=now
+            game_date=_day(10),
+            share_in_flight=0.2,
+            share_lease_expired=0.3,
+            seed=18,
+            now=now - dt.timedelta(minutes=30),
+        ),  # fmt: skip
+        # Claims never confirmed, 2 hours old: expired at 60 seconds, not at 3 hours.
+        "claim_lease_seconds": SlateSpec(
+            game_date=_day(19), share_lease_expired=0.3, seed=28, now=now
         ),
         # Players with 4 of 5 systems: predicted when fewer systems are required.
         "required_systems": SlateSpec(
@@ -395,25 +405,47 @@ def check_ready_count_threshold(c: Check) -> None:
 
 
 def check_request_lease_minutes(c: Check) -> None:
-    expired = {row["player_lookup"] for row in c.slate.ledger if row["published_at"] is None}
-    assert expired
+    published = {row["player_lookup"] for row in c.slate.ledger if row["published_at"]}
+    unconfirmed = {row["player_lookup"] for row in c.slate.ledger if not row["published_at"]}
+    assert published and unconfirmed
     default, over = _players(c.default, c.date), _players(c.over, c.date)
-    assert {default[p]["state"] for p in expired} == {"pending"}
-    assert {over[p]["state"] for p in expired} == {"in_flight"}
-    requested = [row for row in over.values() if row["last_requested_at"] is not None]
-    assert requested
-    for row in requested:
-        lease = dt.timedelta(minutes=c.value)
-        assert row["lease_expires_at"] == row["last_requested_at"] + lease
-        assert default[row["player_lookup"]]["lease_expires_at"] == (
-            row["last_requested_at"] + dt.timedelta(minutes=10)
-        )
+    assert {default[p]["state"] for p in published} == {"pending"}
+    assert {over[p]["state"] for p in published} == {"in_flight"}
+    # The claim lease, not this one, decides the claims nobody confirmed.
+    assert {default[p]["state"] for p in unconfirmed} == {over[p]["state"] for p in unconfirmed}
+    assert {over[p]["state"] for p in unconfirmed} == {"pending"}
+    for player in published:
+        published_at = over[player]["last_requested_at"]
+        assert over[player]["lease_expires_at"] == published_at + dt.timedelta(minutes=c.value)
+        assert default[player]["lease_expires_at"] == published_at + dt.timedelta(minutes=10)
 
     result = Dispatcher(c.over).trigger(c.date)
-    published = _batch(c.over, c.date, result.batch_id)
+    requested = _batch(c.over, c.date, result.batch_id)
+    assert result.requests_published == len(requested) == c.slate.counts.pending
+    assert not requested & published and unconfirmed <= requested
+
+
+def check_claim_lease_seconds(c: Check) -> None:
+    unconfirmed = {row["player_lookup"] for row in c.slate.ledger if not row["published_at"]}
+    assert unconfirmed
+    default, over = _players(c.default, c.date), _players(c.over, c.date)
+    assert {default[p]["state"] for p in unconfirmed} == {"pending"}
+    assert {over[p]["state"] for p in unconfirmed} == {"in_flight"}
+    for player in unconfirmed:
+        claimed_at = over[player]["last_requested_at"]
+        assert over[player]["lease_expires_at"] == claimed_at + dt.timedelta(seconds=c.value)
+        assert default[player]["lease_expires_at"] == claimed_at + dt.timedelta(seconds=60)
+    coverage = _one(c.over, "fct_prediction_coverage", c.date)
+    assert coverage["players_claimed"] == len(unconfirmed)
+
+    result = Dispatcher(c.over).trigger(c.date)
+    requested = _batch(c.over, c.date, result.batch_id)
     counts = c.slate.counts
-    assert result.requests_published == len(published) == counts.pending - counts.lease_expired
-    assert not published & expired
+    assert result.requests_published == len(requested) == counts.pending - counts.lease_expired
+    assert not requested & unconfirmed
+    # Once the rest is requested, the live claims make the next trigger `in_progress`.
+    again = Dispatcher(c.over).trigger(c.date)
+    assert (again.outcome, again.players_claimed) == ("in_progress", len(unconfirmed))
 
 
 def check_required_systems(c: Check) -> None:

@@ -6,8 +6,9 @@ A copy keeps the template's file name: dbt-duckdb's views name the database afte
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 from dispatcher import dbt
 from dispatcher.config import Settings
@@ -17,12 +18,15 @@ from dispatcher.sandbox.slate import SlateSpec, generate_slate
 FILE_NAME = "warehouse.duckdb"
 
 
-def build_template(workdir: Path, specs: Iterable[SlateSpec]) -> Path:
-    """Write the slates, build the models, then add the slates' in-flight requests."""
+def build_template(
+    workdir: Path, specs: Iterable[SlateSpec], *, vars: Mapping[str, Any] | None = None
+) -> Path:
+    """Write the slates, build the models (with dbt ``vars``), then add the slates'
+    in-flight requests."""
     settings = Settings(duckdb_path=workdir / FILE_NAME, dbt_target_path=workdir / "target")
     slates = [generate_slate(spec) for spec in specs]
     write_duckdb(settings.duckdb_path, slates)
-    dbt.build(settings)
+    dbt.build(settings, vars=vars)
     write_duckdb(settings.duckdb_path, slates, include_ledger=True)
     return settings.duckdb_path
 

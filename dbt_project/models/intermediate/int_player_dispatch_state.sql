@@ -60,7 +60,9 @@ joined as (
         requests.first_published_at,
         requests.last_requested_at,
         requests.lease_expires_at,
-        coalesce(requests.is_leased, false) as is_leased
+        coalesce(requests.is_leased, false) as is_leased,
+        requests.claim_expires_at,
+        coalesce(requests.is_claim_unconfirmed, false) as is_claim_unconfirmed
 
     from slate
     left join features
@@ -101,6 +103,8 @@ final as (
                 then 'no row in ml_feature_store_v2'
             when not is_ready
                 then 'features not production ready'
+            when is_claim_unconfirmed
+                then 'claimed, publish not confirmed yet: pending again when the claim lease ends'
             when is_leased
                 then 'requested, waiting for predictions inside the lease'
             when request_attempts > 0

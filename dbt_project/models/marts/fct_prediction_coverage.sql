@@ -21,7 +21,11 @@ counted as (
         count(case when state = 'predicted' then 1 end) as players_predicted,
         count(case when state = 'in_flight' then 1 end) as players_in_flight,
         count(case when state = 'pending' then 1 end) as players_pending,
-        count(case when state = 'not_ready' then 1 end) as players_not_ready
+        count(case when state = 'not_ready' then 1 end) as players_not_ready,
+        count(case when state = 'in_flight' and is_claim_unconfirmed then 1 end)
+            as players_claimed,
+        max(case when state = 'in_flight' and is_claim_unconfirmed then claim_expires_at end)
+            as claims_expire_at
     from dispatch_state
     group by game_date
 
@@ -39,6 +43,8 @@ joined as (
         coalesce(counted.players_in_flight, 0) as players_in_flight,
         coalesce(counted.players_pending, 0) as players_pending,
         coalesce(counted.players_not_ready, 0) as players_not_ready,
+        coalesce(counted.players_claimed, 0) as players_claimed,
+        counted.claims_expire_at,
         readiness.is_ready as is_phase4_ready,
         readiness.is_critical as is_phase4_critical,
         readiness.critical_ready_count
@@ -65,6 +71,10 @@ final as (
         players_pending,
         players_not_ready,
         players_expected - players_predicted - players_in_flight as players_missing,
+        -- of the in-flight, those held only by a claim not confirmed yet, and when the
+        -- last of those claims ends
+        players_claimed,
+        claims_expire_at,
 
         -- Phase 4, as fct_phase4_readiness decides it
         is_phase4_ready,
