@@ -199,10 +199,15 @@ class BigQueryWarehouse:
             query_parameters=[self._parameter(k, v) for k, v in (params or {}).items()],
             job_timeout_ms=int(self.timeout * 1000),
         )
+        # The client's default retry keeps trying a refused or silent endpoint for 600 s
+        # whatever `timeout` says (that bounds each HTTP request, not the retries).
+        retry = self._bigquery.DEFAULT_RETRY.with_timeout(self.timeout)
         self.statements += 1
         try:
-            job = self.client.query(sql, job_config=config, timeout=self.timeout, job_retry=None)
-            return job, job.result(timeout=self.timeout)
+            job = self.client.query(
+                sql, job_config=config, timeout=self.timeout, retry=retry, job_retry=None
+            )
+            return job, job.result(timeout=self.timeout, retry=retry)
         except Exception as exc:  # google.api_core raises many types; one error for callers
             raise WarehouseError(f"BigQuery query failed: {exc}") from exc
 
