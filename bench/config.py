@@ -23,6 +23,11 @@ PLAYERS_PENDING = 450
 BACKFILL_START = dt.date(2025, 10, 21)
 BACKFILL_DATES = 100
 
+#: Row 11 (serve-load): six dates × 450 pending; the first is dispatched in the warm-up,
+#: the others open one after the other during the load. The idle date has no game.
+LOAD_DATES = tuple(dt.date(2026, 3, 16) + dt.timedelta(days=i) for i in range(6))
+LOAD_IDLE_DATE = dt.date(2026, 3, 23)
+
 #: Row 6: up to five seasons of history before GAME_DATE, 169 game dates each,
 #: 450 players per date, every one fully predicted by the five systems.
 HISTORY_SEASON_STARTS = tuple(dt.date(year, 10, 20) for year in range(2020, 2025))

@@ -34,12 +34,22 @@ from bench.config import (  # noqa: E402
     GAME_DATE,
     HISTORY_QUICK_SEASONS,
     HISTORY_SEASON_STARTS,
+    LOAD_DATES,
     PROJECT,
     REQUEST_TOPIC,
     backfill_dates,
 )
 from bench.infra import BenchError, emulator, progress, terminate_as_exit  # noqa: E402
-from bench.rows import BACKFILL, BIGQUERY, HISTORY, ONE_DATE, PUBSUB, ROWS  # noqa: E402
+from bench.rows import (  # noqa: E402
+    BACKFILL,
+    BIGQUERY,
+    HISTORY,
+    LOAD,
+    ONE_DATE,
+    OPT_IN_ROWS,
+    PUBSUB,
+    ROWS,
+)
 from bench.session import Session  # noqa: E402
 from bench.table import RowResult, machine_info, render_report, usable_cpus  # noqa: E402
 from bench.warehouses import Builds  # noqa: E402
@@ -48,10 +58,11 @@ from bench.warehouses import Builds  # noqa: E402
 
 
 def parse_rows(text: str) -> list[int]:
-    """'1,3' / '1 3' / 'trigger-450,cli-help' / 'all' -> sorted row numbers."""
+    """'1,3' / '1 3' / 'trigger-450,cli-help' / 'all' -> sorted row numbers. The opt-in
+    rows (serve-load) are selected by name only, and not by 'all'."""
     if text.strip().lower() == "all":
         return sorted(ROWS)
-    by_name = {row.name: number for number, row in ROWS.items()}
+    by_name = {row.name: number for number, row in {**ROWS, **OPT_IN_ROWS}.items()}
     rows: set[int] = set()
     for token in text.replace(",", " ").split():
         token = token.strip().lower()
@@ -61,6 +72,7 @@ def parse_rows(text: str) -> list[int]:
             rows.add(by_name[token])
         else:
             choices = ", ".join(f"{n} ({row.name})" for n, row in ROWS.items())
+            choices += ", " + ", ".join(row.name for row in OPT_IN_ROWS.values())
             raise argparse.ArgumentTypeError(f"unknown row {token!r}; choose from {choices}")
     if not rows:
         raise argparse.ArgumentTypeError("no rows given")
@@ -72,6 +84,10 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
     return value
+
+
+def _row(number: int):
+    return ROWS[number] if number in ROWS else OPT_IN_ROWS[number]
 
 
 def _runs_text(quick: bool) -> str:
@@ -98,7 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=sorted(ROWS),
         metavar="ROWS",
         help="rows to run, e.g. '1,3' or 'trigger-450,cli-help' (default: all): "
-        + ", ".join(f"{n}={row.name}" for n, row in ROWS.items()),
+        + ", ".join(f"{n}={row.name}" for n, row in ROWS.items())
+        + "; only by name, not in all: "
+        + ", ".join(row.name for row in OPT_IN_ROWS.values()),
     )
     parser.add_argument(
         "--runs",
@@ -124,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
 def runs_for(args: argparse.Namespace, row: int) -> int:
     if args.runs is not None:
         return args.runs
-    return ROWS[row].runs_quick if args.quick else ROWS[row].runs_full
+    return _row(row).runs_quick if args.quick else _row(row).runs_full
 
 
 # --- main ---------------------------------------------------------------------------------
@@ -163,6 +181,9 @@ def _prepare(session: Session, needs: set[str], stack: contextlib.ExitStack) -> 
         session.warehouses[BACKFILL] = workdir / "backfill" / "warehouse.duckdb"
         builds.submit(BACKFILL, "duckdb", path=session.warehouses[BACKFILL],
                       dates=backfill_dates())  # fmt: skip
+    if LOAD in needs:
+        session.warehouses[LOAD] = workdir / "load" / "warehouse.duckdb"
+        builds.submit(LOAD, "duckdb", path=session.warehouses[LOAD], dates=list(LOAD_DATES))
     session.build_notes = builds.wait()
     builds.close()
 
@@ -172,7 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     info = machine_info()
     workdir = Path(tempfile.mkdtemp(prefix="dispatcher-bench-"))
-    rows = [ROWS[number] for number in args.rows]
+    rows = [_row(number) for number in args.rows]
     progress(f"workdir {workdir}; rows {', '.join(f'{r.number} ({r.name})' for r in rows)}")
     session = Session(
         args=args,

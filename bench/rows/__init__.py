@@ -8,11 +8,11 @@ from dataclasses import dataclass
 
 from ..session import Session
 from ..table import RowResult
-from . import announce, backfill, bigquery, cli, help, history, plan, rss, trigger
+from . import announce, backfill, bigquery, cli, help, history, load, plan, rss, trigger
 
 #: What a row can need: the emulators, and the DuckDB warehouses by name.
 PUBSUB, BIGQUERY = "pubsub", "bigquery"
-ONE_DATE, BACKFILL, HISTORY = "one-date", "backfill", "history"
+ONE_DATE, BACKFILL, HISTORY, LOAD = "one-date", "backfill", "history", "load"
 
 
 @dataclass(frozen=True)
@@ -40,4 +40,10 @@ ROWS: dict[int, Row] = {
         Row(9, "announce-push", 5, 1, frozenset({PUBSUB, ONE_DATE}), announce.run_push),
         Row(10, "redelivery-storm", 2, 1, frozenset({ONE_DATE}), announce.run_storm),
     )
+}
+
+#: Rows run only when named (`--rows serve-load`), not by default nor with `all`: a
+#: minute of load on its own (15 s with --quick), outside the table the suite checks.
+OPT_IN_ROWS: dict[int, Row] = {
+    row.number: row for row in (Row(11, "serve-load", 1, 1, frozenset({LOAD}), load.run),)
 }
