@@ -50,7 +50,7 @@ def _spec() -> SlateSpec:
 
 @pytest.fixture(scope="module")
 def template(tmp_path_factory) -> Path:
-    return build_template(tmp_path_factory.mktemp("claim-lease"), [_spec()])
+    return build_template(tmp_path_factory.mktemp("claim-lease"), [_spec()], tests=False)
 
 
 @pytest.fixture
@@ -186,7 +186,7 @@ def test_sigkill_after_the_claim_heals_within_the_claim_lease_and_one_redelivery
     lease = SHORT_CLAIM_LEASE
     template = build_template(
         tmp_path_factory.mktemp("claim-lease-short"), [_spec()],
-        vars={"claim_lease_seconds": lease},
+        vars={"claim_lease_seconds": lease}, tests=False,
     )  # fmt: skip
     settings = copy_of(template, tmp_path)
     pending = _spec().counts().pending

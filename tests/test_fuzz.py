@@ -37,15 +37,14 @@ from click.testing import CliRunner
 from fuzz_inputs import SQL, Case, Context, cli_case, envelope, http_case
 from reliability import record
 from serving import DISPATCHER, serve_env, start_serve
-from warehouses import FILE_NAME, copy_of
+from warehouses import build_template, copy_of
 
 from dispatcher import cli as cli_module
-from dispatcher import dbt, marts
+from dispatcher import marts
 from dispatcher.cli import cli, today_pacific
 from dispatcher.config import Settings
 from dispatcher.dispatch import Dispatcher
-from dispatcher.sandbox.load import write_duckdb
-from dispatcher.sandbox.slate import SlateSpec, generate_slate
+from dispatcher.sandbox.slate import SlateSpec
 from dispatcher.serve import MAX_BODY_BYTES, SCHEDULE_TIME_HEADER, ServeSettings, create_app
 from dispatcher.warehouse import connect
 
@@ -92,25 +91,12 @@ def _replay(index: int, case: Case, problem: str) -> str:
 @pytest.fixture(scope="module")
 def template(tmp_path_factory, tally):
     started = time.monotonic()
-    path = build_without_tests(tmp_path_factory.mktemp("fuzz"), [SPEC])
+    path = build_template(tmp_path_factory.mktemp("fuzz"), [SPEC], tests=False)
     tally["template seconds"] = round(time.monotonic() - started, 1)
     return path
 
 
 #: dbt's data and unit tests left out: other suites run them; the models are the same.
-NO_TESTS = ("--exclude-resource-type", "test", "--exclude-resource-type", "unit_test")
-
-
-def build_without_tests(workdir: Path, specs: list[SlateSpec]) -> Path:
-    """tests/warehouses.build_template without dbt's tests (a third of its time)."""
-    settings = Settings(duckdb_path=workdir / FILE_NAME, dbt_target_path=workdir / "target")
-    slates = [generate_slate(spec) for spec in specs]
-    write_duckdb(settings.duckdb_path, slates)
-    dbt.run_dbt(settings, ["build", *NO_TESTS])
-    write_duckdb(settings.duckdb_path, slates, include_ledger=True)
-    return settings.duckdb_path
-
-
 @pytest.fixture(scope="module")
 def tally():
     """The figures of each part, recorded once all of them held."""

@@ -26,16 +26,14 @@ import pytest
 from click.testing import CliRunner
 from reliability import record
 from servers import free_port
-from warehouses import FILE_NAME, copy_of
+from warehouses import build_template, copy_of
 
 import alerts
 import dispatcher
-from dispatcher import dbt
 from dispatcher.cli import cli
 from dispatcher.config import Settings
 from dispatcher.dispatch import Dispatcher
-from dispatcher.sandbox.load import write_duckdb
-from dispatcher.sandbox.slate import SlateSpec, generate_slate
+from dispatcher.sandbox.slate import SlateSpec
 from dispatcher.serve import SCHEDULE_TIME_HEADER, ServeSettings, create_app
 from dispatcher.transport import OutgoingMessage, PublishResult
 
@@ -177,23 +175,10 @@ def tally():
 
 @pytest.fixture(scope="module")
 def template(tmp_path_factory):
-    return build_without_tests(tmp_path_factory.mktemp("injection"), [SPEC])
+    return build_template(tmp_path_factory.mktemp("injection"), [SPEC], tests=False)
 
 
 #: dbt's data and unit tests left out: other suites run them; the models are the same.
-NO_TESTS = ("--exclude-resource-type", "test", "--exclude-resource-type", "unit_test")
-
-
-def build_without_tests(workdir: Path, specs: list[SlateSpec]) -> Path:
-    """tests/warehouses.build_template without dbt's tests (a third of its time)."""
-    settings = Settings(duckdb_path=workdir / FILE_NAME, dbt_target_path=workdir / "target")
-    slates = [generate_slate(spec) for spec in specs]
-    write_duckdb(settings.duckdb_path, slates)
-    dbt.run_dbt(settings, ["build", *NO_TESTS])
-    write_duckdb(settings.duckdb_path, slates, include_ledger=True)
-    return settings.duckdb_path
-
-
 def _env(settings: Settings) -> dict[str, str]:
     return {"DISPATCHER_WAREHOUSE": "duckdb", "DISPATCHER_TRANSPORT": "local",
             "DISPATCHER_DUCKDB_PATH": str(settings.duckdb_path),
