@@ -12,6 +12,10 @@ restart loses the topic's first messages: here a proxy cuts the connection inste
 the topic is counted across the fault and the re-run); one failing alert channel at a
 time (tests/test_alerts_e2e.py).
 
+The BigQuery API emulator variant (the connection cut through tests/proxies.py after
+the claim, or after the publish) runs only with DISPATCHER_FAULTS_BIGQUERY=1: it needs
+a dbt run on the emulator, over half a minute, before its own minute and a half.
+
 Every test works on a copy of the DuckDB scenario warehouse (conftest's
 duckdb_scenarios: "now" pinned to scenarios.AS_OF) and the date with pending players
 only (scenarios.READY_BY_COUNT). A claim made by a run sits after AS_OF, so it is in
@@ -198,9 +202,9 @@ def test_a_warehouse_gone_mid_run_leaves_its_claims_to_lapse(settings, monkeypat
     warehouse: error, exit 1, nothing published, and the claims cannot be released, so
     they hold their players for the claim lease. Inside it a re-run publishes nothing
     and says in_progress; once it has passed, every player is requested once, as the
-    next attempt.
-    (DuckDB cannot vanish the way a server does; the BigQuery API emulator variant of
-    this, through tests/proxies.py, is in the report of the faults suite.)"""
+    next attempt. (DuckDB cannot vanish the way a server does, so its statements are
+    made to fail; test_bigquery_emulator_cut_mid_run, at the end, cuts a real
+    connection to the BigQuery API emulator.)"""
     players = _pending(settings)
     outage = Outage()
     outage.install(monkeypatch)
