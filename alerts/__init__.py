@@ -133,7 +133,11 @@ def deliver(
     repeat: dt.timedelta = DEFAULT_REPEAT,
 ) -> list[Delivery]:
     """Send what the dedup state calls for, record every decision in alert_log, and
-    return one Delivery per observation that had something to say."""
+    return one Delivery per observation that had something to say.
+
+    A channel that failed is not called again in the same call: its later alerts are
+    recorded failed at once (the next run sends them), so a channel that is down costs a
+    run one alert's timeouts and retries, not one per rule."""
     if not observations:
         return []
     if routes is None:
@@ -145,8 +149,9 @@ def deliver(
         state = _sent_state(warehouse, {o.game_date for o in observations})
         deliveries: list[Delivery] = []
         rows: list[dict[str, Any]] = []
+        down: dict[str, str] = {}  # channel -> why, once it failed in this call
         for observation in observations:
-            delivery = _deliver_one(observation, routes, state, now, repeat, run_id, rows)
+            delivery = _deliver_one(observation, routes, state, now, repeat, run_id, rows, down)
             if delivery is not None:
                 deliveries.append(delivery)
         _record(warehouse, rows)
@@ -161,6 +166,7 @@ def _deliver_one(
     repeat: dt.timedelta,
     run_id: str,
     rows: list[dict[str, Any]],
+    down: dict[str, str],
 ) -> Delivery | None:
     from dispatcher.logs import log
 
@@ -175,12 +181,15 @@ def _deliver_one(
         kind, action = decision
         alert = _alert(observation, kind, last)
         status, error = "suppressed", None
-        if action == "send":
+        if action == "send" and route.name in down:
+            status, error = "failed", f"not tried: failed earlier in this run ({down[route.name]})"
+        elif action == "send":
             try:
                 route.channel(alert)
                 status = "sent"
             except Exception as exc:  # a channel failure never fails the dispatch
                 status, error = "failed", _reason(exc)
+                down[route.name] = error
                 log("ERROR", f"alert channel {route.name} failed: {error}",
                     game_date=observation.game_date.isoformat(), alert_rule=observation.rule,
                     run_id=run_id)  # fmt: skip

@@ -232,3 +232,50 @@ def test_publish_failed_is_critical_with_the_count_and_no_partial_warning(templa
     pager.take()
     Dispatcher(settings, channels={"pager": pager}).retry(GAME_DATE)
     assert pager.take() == [("publish_failed", "critical", "resolved")]
+
+
+def test_a_channel_that_failed_is_not_called_again_in_the_same_run(template, tmp_path):
+    """A channel that is down costs a run one alert's timeouts, not one per rule; the
+    alerts it missed are recorded failed, and the next run sends them."""
+    settings = copy_of(template, tmp_path)
+    wh = connect(settings)
+    calls: list[str] = []
+
+    def down(alert: alerts.Alert) -> None:
+        calls.append(alert.rule)
+        raise alerts.channels.ChannelError("connection refused")
+
+    mail = Pager()
+    try:
+        observations = alert_rules.observe(wh, GAME_DATE, ["partial_dispatch", "coverage"])
+        assert len(observations) == 2
+        routes = [
+            alerts.channels.Route("slack", down, frozenset({"warning", "critical"})),
+            alerts.channels.Route("mail", mail, frozenset({"warning", "critical"})),
+        ]
+        first = alerts.deliver(wh, observations, run_id="r1", routes=routes)
+        rows = wh.query(
+            "select rule, channel, status, error_message from nba_orchestration.alert_log"
+            " where game_date = @game_date and run_id = 'r1' order by rule, channel",
+            {"game_date": GAME_DATE},
+        )
+        routes[0] = alerts.channels.Route("slack", mail, frozenset({"warning", "critical"}))
+        alerts.deliver(wh, observations, run_id="r2", routes=routes)
+    finally:
+        wh.close()
+    assert calls == ["partial_dispatch"]
+    assert [d.statuses for d in first] == [
+        {"slack": "failed", "mail": "sent"}, {"slack": "failed", "mail": "sent"},
+    ]  # fmt: skip
+    assert [(r["rule"], r["channel"], r["status"], r["error_message"]) for r in rows] == [
+        ("coverage", "mail", "sent", None),
+        ("coverage", "slack", "failed",
+         "not tried: failed earlier in this run (connection refused)"),
+        ("partial_dispatch", "mail", "sent", None),
+        ("partial_dispatch", "slack", "failed", "connection refused"),
+    ]  # fmt: skip
+    # The next run sends both to the channel that is back, and nothing twice to mail.
+    assert mail.take() == [
+        ("partial_dispatch", "warning", "new"), ("coverage", "critical", "new"),
+        ("partial_dispatch", "warning", "new"), ("coverage", "critical", "new"),
+    ]  # fmt: skip

@@ -470,10 +470,12 @@ def test_slack_and_smtp_down_together_change_nothing_and_are_told_next_run(
     for alert in result["alerts"]:
         assert alert["channels"] == {"log": "sent", "slack": "failed", "email": "failed"}
     logged = [json.loads(line)["message"] for line in down.stderr.splitlines()]
+    assert len(rules) > 1
     for channel in ("slack", "email"):
+        # Tried for the first alert only: a channel that is down is not called again.
         said = [m for m in logged if m.startswith(f"alert channel {channel} failed: ")]
         assert said == [f"alert channel {channel} failed: {channel}: connection refused"
-                        " (3 attempts)"] * len(rules)  # fmt: skip
+                        " (3 attempts)"]  # fmt: skip
     failed = [row for row in _alert_log(settings) if row["status"] == "failed"]
     assert sorted((r["rule"], r["channel"]) for r in failed) == sorted(
         (rule, channel) for rule in rules for channel in ("email", "slack")
