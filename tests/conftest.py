@@ -18,6 +18,20 @@ from servers import Server, start_bigquery_emulator, start_pubsub_emulator
 EMULATOR_START_TIMEOUT = 60
 
 
+def pytest_collection_modifyitems(config, items) -> None:
+    """Two workers (pytest-xdist, --dist loadgroup): every test of the BigQuery emulator
+    in one group, so its scenario build (minutes) is made once, by one worker; every
+    other test with the rest of its module, so a module's fixtures are built once."""
+    for item in items:
+        uses_bigquery = (
+            item.get_closest_marker("bigquery") is not None
+            or "bigquery" in item.nodeid.lower()
+            or any("bigquery" in name for name in getattr(item, "fixturenames", ()))
+        )
+        group = "bigquery" if uses_bigquery else item.module.__name__
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
 def _on_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() in {"true", "1"}
 
