@@ -19,16 +19,17 @@ EMULATOR_START_TIMEOUT = 60
 
 
 def pytest_collection_modifyitems(config, items) -> None:
-    """Two workers (pytest-xdist, --dist loadgroup): every test of the BigQuery emulator
-    in one group, so its scenario build (minutes) is made once, by one worker; every
-    other test with the rest of its module, so a module's fixtures are built once."""
+    """Two workers (pytest-xdist, --dist loadgroup): every test on the BigQuery
+    scenarios (a fixture's dependency, or a `[bigquery…]` parameter that fetches them) in
+    one group, so their build on the emulator (minutes) is made once, by one worker;
+    every other test with the rest of its module, so a module's fixtures are built once
+    (a module that starts an emulator of its own runs beside the group)."""
     for item in items:
-        uses_bigquery = (
-            item.get_closest_marker("bigquery") is not None
-            or "bigquery" in item.nodeid.lower()
-            or any("bigquery" in name for name in getattr(item, "fixturenames", ()))
+        params = item.nodeid.partition("[")[2].lower()
+        on_scenarios = "bigquery" in params or "bigquery_scenarios" in getattr(
+            item, "fixturenames", ()
         )
-        group = "bigquery" if uses_bigquery else item.module.__name__
+        group = "bigquery" if on_scenarios else item.module.__name__
         item.add_marker(pytest.mark.xdist_group(group))
 
 
