@@ -142,7 +142,9 @@ def headline(by_suite: dict[str, list[dict[str, Any]]]) -> list[str]:
     lines = [
         f"- schedules run: {_total(by_suite.get('schedules', []), 'schedules')}"
         + "".join(
-            f"; {row.get('backend')}: {row.get('schedules')}"
+            f"; {row.get('backend')}"
+            + (f" with the {row['transport']} transport" if row.get("transport") else "")
+            + f": {row.get('schedules')}"
             for row in by_suite.get("schedules", [])
         ),
         f"- malformed inputs fuzzed: {_total(by_suite.get('fuzz', []), 'inputs')}",
