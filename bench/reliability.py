@@ -75,8 +75,10 @@ SECTIONS = {
     ),
     "bounded_time": (
         "Bounded time",
-        "Every network call against a port that takes the connection and never answers: "
-        "the command or route returns within its bound with a clear error.",
+        "Every network call against a port that takes the connection and never answers, "
+        "or a listener that stays silent: the command or route returns with a clear error. "
+        "`bound_s` is the call's own timeout; `measured_s` the whole command or route, its "
+        "start-up and retries included; the test fails past bound × 2 + 15 s.",
     ),
     "injection": (
         "Injection",
@@ -148,7 +150,8 @@ def headline(by_suite: dict[str, list[dict[str, Any]]]) -> list[str]:
             for row in by_suite.get("schedules", [])
         ),
         f"- malformed inputs fuzzed: {_total(by_suite.get('fuzz', []), 'inputs')}",
-        f"- faults injected: {len(by_suite.get('faults', []))}",
+        "- faults injected: "
+        + str(sum(len(row.get("faults") or [row]) for row in by_suite.get("faults", []))),
         f"- network calls bounded: "
         f"{sum(len(row.get('calls') or [row]) for row in by_suite.get('bounded_time', []))}",
     ]
@@ -190,6 +193,8 @@ def render(figures: list[dict[str, Any]], seconds: float, command: str) -> str:
     ]
     for suite, (title, proves) in SECTIONS.items():
         rows = by_suite.pop(suite, [])
+        if suite == "bounded_time":  # one row per call bounded
+            rows = [call for row in rows for call in row.get("calls", [row])]
         lines += ["", f"## {title}", "", proves, ""]
         lines += _table(rows) if rows else ["(no figures recorded)"]
     for suite, rows in sorted(by_suite.items()):
