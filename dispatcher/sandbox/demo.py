@@ -151,6 +151,9 @@ def run_demo(
     step(f"[5/7] Phase 4 wave 2: the other {counts.not_ready} players become ready;"
          " the 06:15 retry")  # fmt: skip
     _second_wave(settings, game_date)
+    # The ledger stamps whole seconds: the retry's requests must not share the event's
+    # second, or the latency mart could not tell which trigger dispatched first.
+    time.sleep(1.0 - time.time() % 1.0)
     second = dispatcher.retry(game_date, trigger_source="scheduler")
     _check(second)
     step(f"      published {second.requests_published} requests")
