@@ -27,6 +27,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from ..config import GAME_DATE, PLAYERS_PENDING, REQUEST_TOPIC
 from ..infra import (
@@ -64,6 +65,14 @@ PHASE4_TOPIC = "nba-phase4-precompute-complete"
 @contextlib.contextmanager
 def running_serve(s: Session, path: Path, name: str, **env: str) -> Iterator[str]:
     """`dispatcher serve` on the DuckDB file at `path`; yields its URL; stopped by PID."""
+    with running_server(s, path, name, **env) as server:
+        yield server.url
+
+
+@contextlib.contextmanager
+def running_server(s: Session, path: Path, name: str, **env: str) -> Iterator[Any]:
+    """`dispatcher serve` (gunicorn) on the DuckDB file at `path`; yields the started
+    Server (its pid is gunicorn's master); stopped by PID."""
     servers = load_servers()
     environ = {k: v for k, v in s.env.items() if not k.startswith("DISPATCHER_")}
     environ.pop("PORT", None)
@@ -81,7 +90,7 @@ def running_serve(s: Session, path: Path, name: str, **env: str) -> Iterator[str
                             log_path, process=process)  # fmt: skip
     try:
         servers._wait_ready(server, f"{url}/health", SERVE_START_TIMEOUT, f"Listening at: {url}")
-        yield url
+        yield server
     finally:
         server.stop()
 

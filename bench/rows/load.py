@@ -33,7 +33,6 @@ Standard library only at import; the dispatcher is imported inside the functions
 from __future__ import annotations
 
 import base64
-import contextlib
 import datetime as dt
 import http.client
 import json
@@ -44,15 +43,16 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..config import LOAD_DATES, LOAD_IDLE_DATE
-from ..infra import BenchError, dispatcher_command, load_servers, progress, warehouse_copy
+from ..infra import BenchError, progress, warehouse_copy
 from ..session import Session
 from ..table import RowResult
+from .announce import running_server
 
 ROW = 11
 CLIENTS = 8
@@ -65,7 +65,6 @@ HEALTH_SECONDS, HEALTH_SECONDS_QUICK = 10.0, 5.0
 GOAL_P99 = 5.0
 #: Seconds one request may take before the client gives up (it then counts as lost).
 REQUEST_TIMEOUT = 30.0
-SERVE_START_TIMEOUT = 60.0
 #: How often the RSS of the server's tree is sampled during the mix.
 RSS_EVERY = 5.0
 #: The RSS growth (end - start, MB) above which the run is a violation. Both samples are
@@ -698,32 +697,6 @@ def check(report: LoadReport, ready: dict[dt.date, frozenset[str]], settings: An
 # --- the bench row --------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _serve(s: Session, path: Path) -> Iterator[Any]:
-    """`dispatcher serve` (gunicorn) on the DuckDB file at `path`, local outbox; yields
-    the started Server (its pid is gunicorn's master); stopped by PID."""
-    servers = load_servers()
-    environ = {k: v for k, v in s.env.items() if not k.startswith("DISPATCHER_")}
-    environ.pop("PORT", None)
-    environ.update({
-        "DISPATCHER_WAREHOUSE": "duckdb", "DISPATCHER_DUCKDB_PATH": str(path),
-        "DISPATCHER_DBT_TARGET_PATH": str(path.parent / "target"),
-        "DISPATCHER_TRANSPORT": "local", "DISPATCHER_LOG_FORMAT": "json",
-    })  # fmt: skip
-    port = servers.free_port()
-    url = f"http://{servers.HOST}:{port}"
-    log_path = s.workdir / f"row{ROW}-serve-{port}.log"
-    argv = [*dispatcher_command(), "serve", "--port", str(port)]
-    process = servers._launch(argv, environ, s.workdir, log_path)
-    server = servers.Server("dispatcher serve", process.pid, port, url, f"{servers.HOST}:{port}",
-                            log_path, process=process)  # fmt: skip
-    try:
-        servers._wait_ready(server, f"{url}/health", SERVE_START_TIMEOUT, f"Listening at: {url}")
-        yield server
-    finally:
-        server.stop()
-
-
 def run(s: Session) -> list[RowResult]:
     from dispatcher.config import Settings
 
@@ -740,7 +713,7 @@ def run(s: Session) -> list[RowResult]:
         with warehouse_copy(s.warehouse("load"), s.workdir, f"row{ROW}") as path:
             settings = Settings(duckdb_path=path, dbt_target_path=path.parent / "target")
             ready = ready_players(settings, plan.dates)
-            with _serve(s, path) as server:
+            with running_server(s, path, f"row{ROW}", DISPATCHER_TRANSPORT="local") as server:
                 progress(f"row {ROW}: serve pid {server.pid}; {plan.clients} clients, "
                          f"{plan.seconds:g} s of mixed traffic ...")  # fmt: skip
                 report = drive(server.url, server.pid, plan,
